@@ -1,0 +1,69 @@
+//! The streaming, cancellable engine trait and the engines behind it.
+//!
+//! An [`Engine`] turns one chunk of text into PCM at its own sample rate and hands it over piece by piece
+//! through a sink; the sink's return value is how cancellation reaches the engine between pieces. Engines
+//! are blocking and run only on the pool's OS threads, never on an async executor.
+//!
+//! Engines do not resample, frame or pace: the pool resamples to 48 kHz and the session frames and paces.
+
+mod espeak;
+mod piper;
+
+use std::path::PathBuf;
+
+pub use espeak::{espeak_voices, phonemize_ipa};
+pub use piper::{PiperVoiceConfig, init_onnx_runtime};
+
+use crate::voices::{EngineKind, VoiceInfo};
+
+/// What the sink tells the engine after each piece of PCM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// The chunk was cancelled (barge-in): stop as soon as possible and return [`EngineError::Cancelled`].
+    Stop,
+}
+
+/// Failures of an engine; the pool maps them to `SYNTHESIS_FAILED` for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("synthesis was cancelled")]
+    Cancelled,
+    #[error("espeak-ng failed: {0}")]
+    Espeak(String),
+    #[error("ONNX Runtime is not available: {0}")]
+    OnnxRuntime(String),
+    #[error("cannot load voice {voice} from {path}: {reason}")]
+    Load { voice: String, path: PathBuf, reason: String },
+    #[error("inference failed for voice {voice}: {reason}")]
+    Inference { voice: String, reason: String },
+}
+
+/// A loaded voice, ready to synthesise on the thread that owns it.
+pub trait Engine: Send {
+    /// The voice this engine speaks with.
+    fn voice(&self) -> &VoiceInfo;
+
+    /// Sample rate of the PCM handed to the sink.
+    fn sample_rate(&self) -> u32;
+
+    /// Synthesises `text`, handing PCM to `sink` as soon as the engine has it. Returns
+    /// [`EngineError::Cancelled`] once the sink has answered [`Flow::Stop`].
+    fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError>;
+}
+
+/// Settings every engine instance is built with.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// ONNX Runtime intra-op threads per Piper session.
+    pub onnx_intra_threads: usize,
+}
+
+/// Loads `voice` for use on the calling thread.
+pub fn load(voice: &VoiceInfo, settings: &EngineSettings) -> Result<Box<dyn Engine>, EngineError> {
+    match voice.engine {
+        EngineKind::Espeak => Ok(Box::new(espeak::EspeakEngine::new(voice.clone())?)),
+        EngineKind::Piper => Ok(Box::new(piper::PiperEngine::load(voice.clone(), settings)?)),
+    }
+}

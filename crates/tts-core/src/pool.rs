@@ -1,0 +1,411 @@
+//! A fixed pool of engine threads behind a bounded, first-audio-first scheduler.
+//!
+//! - Two lanes: the first chunk of an utterance goes in the priority lane and is taken before any later
+//!   chunk, because that is where first-audio latency is won. Within a lane, jobs run in arrival order.
+//!   Fairness across sessions comes from the caller keeping at most one chunk per session queued or in
+//!   flight (the gateway's session does), so a FIFO lane serves sessions round-robin.
+//! - Every job carries a [`CancelToken`]; a cancelled job is dropped by the scheduler before an engine
+//!   sees it, and a running one stops at the engine's next PCM piece.
+//! - Engine output is resampled to 48 kHz on the engine thread and handed to the job's event callback
+//!   piece by piece, as soon as it exists. The callback must not block (the gateway's is a channel send).
+//! - Loaded engines are kept in a cache of idle instances per voice: at most one instance per thread per
+//!   voice is ever loaded, since a thread uses one at a time.
+//!
+//! The pool does not frame, pace or know about sessions beyond the opaque ids it logs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::audio::StreamResampler;
+use crate::engine::{self, Engine, EngineError, EngineSettings, Flow};
+use crate::voices::VoiceInfo;
+
+/// Default number of jobs the scheduler holds before refusing new ones.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Text synthesised on every engine instance before its voice counts as warm.
+pub const WARM_UP_TEXT: &str = "Warming up the voice, one moment.";
+
+/// Pool sizing.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Engine threads; each runs one job at a time.
+    pub threads: usize,
+    /// Jobs queued (not yet running) before [`Pool::submit`] refuses with [`SubmitError::QueueFull`].
+    pub queue_capacity: usize,
+    pub engine: EngineSettings,
+}
+
+/// Bumped by STOP; every token taken before the bump reads as cancelled afterwards.
+#[derive(Debug, Clone, Default)]
+pub struct CancelSource(Arc<AtomicU64>);
+
+impl CancelSource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A token for work started now.
+    pub fn token(&self) -> CancelToken {
+        CancelToken { current: self.0.clone(), generation: self.0.load(Ordering::Acquire) }
+    }
+
+    /// A token for work that belongs to an earlier generation (already cancelled if a STOP came since).
+    pub fn token_at(&self, generation: u64) -> CancelToken {
+        CancelToken { current: self.0.clone(), generation }
+    }
+
+    /// Cancels every token handed out so far.
+    pub fn cancel_all(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Whether the work it was handed with is still wanted.
+#[derive(Debug, Clone)]
+pub struct CancelToken {
+    current: Arc<AtomicU64>,
+    generation: u64,
+}
+
+impl CancelToken {
+    pub fn is_cancelled(&self) -> bool {
+        self.current.load(Ordering::Acquire) != self.generation
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// What a job reports, in order: `Started`, any number of `Audio`, then `Finished` or `Failed`.
+/// A job cancelled before or while running reports nothing more after the cancellation is seen.
+#[derive(Debug)]
+pub enum JobEvent {
+    /// An engine thread took the job.
+    Started { queue_wait: Duration },
+    /// 48 kHz mono samples, in order.
+    Audio(Vec<i16>),
+    Finished(JobStats),
+    Failed(EngineError),
+}
+
+/// Timings of one finished job, for the real-time factor and the first-audio breakdown.
+#[derive(Debug, Clone)]
+pub struct JobStats {
+    pub queue_wait: Duration,
+    /// Engine start to the first PCM piece back (None when the chunk produced no audio).
+    pub engine_first_pcm: Option<Duration>,
+    /// Engine wall time for the whole chunk.
+    pub engine_time: Duration,
+    /// Seconds of audio produced.
+    pub audio_seconds: f64,
+}
+
+impl JobStats {
+    /// Engine wall time per second of audio (lower is faster; 1.0 is exactly real time).
+    pub fn real_time_factor(&self) -> Option<f64> {
+        (self.audio_seconds > 0.0).then(|| self.engine_time.as_secs_f64() / self.audio_seconds)
+    }
+}
+
+/// One chunk of text to synthesise.
+pub struct Job {
+    pub voice: Arc<VoiceInfo>,
+    pub text: String,
+    /// The first chunk of its utterance: goes in the priority lane.
+    pub first: bool,
+    pub cancel: CancelToken,
+    /// Carried into the engine thread's log span, so its lines name the session.
+    pub session_id: Arc<str>,
+    pub utterance_id: u64,
+    /// Receives the job's events on the engine thread; must not block.
+    pub events: Box<dyn FnMut(JobEvent) + Send>,
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the synthesis queue is full ({0} jobs)")]
+    QueueFull(usize),
+    #[error("the engine pool is shutting down")]
+    ShutDown,
+}
+
+/// A snapshot of the pool's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub threads: usize,
+    pub busy: usize,
+    pub queued: usize,
+    pub queue_capacity: usize,
+    /// Jobs dropped by the scheduler because they were cancelled before an engine took them.
+    pub discarded: u64,
+}
+
+struct Queued {
+    job: Job,
+    enqueued: Instant,
+}
+
+#[derive(Default)]
+struct Lanes {
+    priority: VecDeque<Queued>,
+    normal: VecDeque<Queued>,
+    closed: bool,
+}
+
+impl Lanes {
+    fn len(&self) -> usize {
+        self.priority.len() + self.normal.len()
+    }
+}
+
+struct Shared {
+    lanes: Mutex<Lanes>,
+    ready: Condvar,
+    busy: AtomicUsize,
+    discarded: AtomicU64,
+    idle_engines: Mutex<HashMap<String, Vec<Box<dyn Engine>>>>,
+    config: PoolConfig,
+    /// Bumped by every engine thread each time it finishes or skips a job; the liveness check reads it.
+    progress: AtomicU64,
+}
+
+/// The engine threads and their scheduler.
+pub struct Pool {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Pool {
+    /// Starts `config.threads` engine threads.
+    pub fn start(config: PoolConfig) -> std::io::Result<Self> {
+        let threads = config.threads.max(1);
+        let shared = Arc::new(Shared {
+            lanes: Mutex::new(Lanes::default()),
+            ready: Condvar::new(),
+            busy: AtomicUsize::new(0),
+            discarded: AtomicU64::new(0),
+            idle_engines: Mutex::new(HashMap::new()),
+            config,
+            progress: AtomicU64::new(0),
+        });
+        let mut handles = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let shared = shared.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("ttsd-engine-{index}"))
+                    .spawn(move || engine_thread(&shared))?,
+            );
+        }
+        Ok(Self { shared, threads: Mutex::new(handles) })
+    }
+
+    /// Queues a job; never blocks.
+    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        let mut lanes = lock(&self.shared.lanes);
+        if lanes.closed {
+            return Err(SubmitError::ShutDown);
+        }
+        if lanes.len() >= self.shared.config.queue_capacity {
+            return Err(SubmitError::QueueFull(self.shared.config.queue_capacity));
+        }
+        let queued = Queued { job, enqueued: Instant::now() };
+        if queued.job.first {
+            lanes.priority.push_back(queued);
+        } else {
+            lanes.normal.push_back(queued);
+        }
+        drop(lanes);
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+
+    /// Loads `voice` on as many engine instances as there are threads and synthesises a warm-up sentence
+    /// with each, so the first real request pays no load or first-inference cost. Blocking.
+    pub fn warm(&self, voice: &VoiceInfo) -> Result<(), EngineError> {
+        let threads = self.shared.config.threads.max(1);
+        let mut warmed = Vec::with_capacity(threads);
+        let existing = lock(&self.shared.idle_engines).remove(&voice.id).unwrap_or_default();
+        warmed.extend(existing);
+        while warmed.len() < threads {
+            warmed.push(engine::load(voice, &self.shared.config.engine)?);
+        }
+        for engine in &mut warmed {
+            let mut samples = 0usize;
+            engine.synthesize(WARM_UP_TEXT, &mut |pcm| {
+                samples += pcm.len();
+                Flow::Continue
+            })?;
+            if samples == 0 {
+                return Err(EngineError::Inference {
+                    voice: voice.id.clone(),
+                    reason: "warm-up produced no audio".into(),
+                });
+            }
+        }
+        lock(&self.shared.idle_engines).insert(voice.id.clone(), warmed);
+        Ok(())
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let queued = lock(&self.shared.lanes).len();
+        PoolStats {
+            threads: self.shared.config.threads.max(1),
+            busy: self.shared.busy.load(Ordering::Relaxed),
+            queued,
+            queue_capacity: self.shared.config.queue_capacity,
+            discarded: self.shared.discarded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A counter that moves whenever an engine thread completes or skips a job.
+    pub fn progress(&self) -> u64 {
+        self.shared.progress.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking jobs, drops the queued ones and joins the threads once their current job ends.
+    pub fn shutdown(&self) {
+        lock(&self.shared.lanes).closed = true;
+        self.shared.ready.notify_all();
+        let handles = std::mem::take(&mut *lock(&self.threads));
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic on an engine thread must not take the scheduler down with it.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Blocks until a job is ready; None once the pool is closed.
+fn next_job(shared: &Shared) -> Option<Queued> {
+    let mut lanes = lock(&shared.lanes);
+    loop {
+        if lanes.closed {
+            return None;
+        }
+        let next = lanes.priority.pop_front().or_else(|| lanes.normal.pop_front());
+        match next {
+            Some(queued) if queued.job.cancel.is_cancelled() => {
+                shared.discarded.fetch_add(1, Ordering::Relaxed);
+                shared.progress.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(queued) => return Some(queued),
+            None => lanes = shared.ready.wait(lanes).unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+}
+
+fn engine_thread(shared: &Shared) {
+    let mut resamplers: HashMap<u32, StreamResampler> = HashMap::new();
+    while let Some(queued) = next_job(shared) {
+        shared.busy.fetch_add(1, Ordering::Relaxed);
+        let queue_wait = queued.enqueued.elapsed();
+        let Queued { mut job, .. } = queued;
+        let span = tracing::debug_span!(
+            "synthesize",
+            session_id = %job.session_id,
+            utterance_id = job.utterance_id,
+            voice = %job.voice.id,
+        );
+        let _entered = span.enter();
+        (job.events)(JobEvent::Started { queue_wait });
+        let outcome = run_job(shared, &mut job, queue_wait, &mut resamplers);
+        match outcome {
+            Ok(stats) => (job.events)(JobEvent::Finished(stats)),
+            Err(EngineError::Cancelled) => {
+                tracing::debug!("Synthesis cancelled.");
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "Synthesis failed.");
+                (job.events)(JobEvent::Failed(error));
+            }
+        }
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
+        shared.progress.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn take_engine(shared: &Shared, voice: &VoiceInfo) -> Result<Box<dyn Engine>, EngineError> {
+    if let Some(engine) = lock(&shared.idle_engines).get_mut(&voice.id).and_then(Vec::pop) {
+        return Ok(engine);
+    }
+    tracing::info!(voice = %voice.id, "Loading voice on demand.");
+    engine::load(voice, &shared.config.engine)
+}
+
+fn run_job(
+    shared: &Shared,
+    job: &mut Job,
+    queue_wait: Duration,
+    resamplers: &mut HashMap<u32, StreamResampler>,
+) -> Result<JobStats, EngineError> {
+    let mut engine = take_engine(shared, &job.voice)?;
+    let rate = engine.sample_rate();
+    let resampler = match resamplers.entry(rate) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+            StreamResampler::new(rate).map_err(|err| EngineError::Espeak(format!("resampler: {err}")))?,
+        ),
+    };
+    let started = Instant::now();
+    let mut first_pcm = None;
+    let mut produced = 0usize;
+    let cancel = job.cancel.clone();
+    let events = &mut job.events;
+    let mut resample_error = None;
+    let result = engine.synthesize(&job.text, &mut |pcm| {
+        if cancel.is_cancelled() {
+            return Flow::Stop;
+        }
+        first_pcm.get_or_insert_with(|| started.elapsed());
+        produced += pcm.len();
+        let mut out = Vec::with_capacity(pcm.len() * 3);
+        if let Err(err) = resampler.process(pcm, &mut out) {
+            resample_error = Some(err);
+            return Flow::Stop;
+        }
+        if !out.is_empty() {
+            events(JobEvent::Audio(out));
+        }
+        Flow::Continue
+    });
+    let engine_time = started.elapsed();
+    lock(&shared.idle_engines).entry(job.voice.id.clone()).or_default().push(engine);
+    let mut tail = Vec::new();
+    let flushed = resampler.finish(&mut tail);
+    if let Some(err) = resample_error {
+        return Err(EngineError::Espeak(format!("resampler: {err}")));
+    }
+    result?;
+    flushed.map_err(|err| EngineError::Espeak(format!("resampler: {err}")))?;
+    if cancel.is_cancelled() {
+        return Err(EngineError::Cancelled);
+    }
+    if !tail.is_empty() {
+        (job.events)(JobEvent::Audio(tail));
+    }
+    Ok(JobStats {
+        queue_wait,
+        engine_first_pcm: first_pcm,
+        engine_time,
+        audio_seconds: produced as f64 / rate as f64,
+    })
+}

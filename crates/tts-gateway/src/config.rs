@@ -1,0 +1,98 @@
+//! Gateway settings: limits, pacing and text segmentation.
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+pub const DEFAULT_MAX_TEXT_CHARS: usize = 10_000;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_PENDING_CHARS: usize = 100_000;
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 300;
+pub const DEFAULT_MAX_SESSION_SECONDS: u64 = 3600;
+pub const DEFAULT_PACING_LEAD_FRAMES: u32 = 3;
+pub const DEFAULT_MAX_BUFFERED_FRAMES: usize = 500;
+pub const DEFAULT_MAX_BAD_MESSAGES: u32 = 20;
+pub const DEFAULT_BAD_MESSAGE_WINDOW_SECONDS: u64 = 10;
+pub const DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS: u64 = 10;
+
+/// How sessions behave and where they stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Concurrent sessions; one more is refused with `OVERLOADED`.
+    pub max_sessions: usize,
+    /// Characters of text in one message; more is `TEXT_TOO_LONG`.
+    pub max_text_chars: usize,
+    /// Bytes in one WebSocket message; more is `MESSAGE_TOO_LARGE`. Messages over 8× this close the
+    /// connection at the protocol level (close code 1009) without being read.
+    pub max_message_bytes: usize,
+    /// Characters a session may have accepted but not yet synthesised; more is `TEXT_TOO_LONG`.
+    pub max_pending_chars: usize,
+    /// A session with no message and nothing playing for this long is ended (`idle_timeout`).
+    pub idle_timeout_seconds: u64,
+    /// A session is ended after this long, whatever it is doing (`max_duration`).
+    pub max_session_seconds: u64,
+    /// Frames sent ahead of the 20 ms clock, as the client's jitter cushion.
+    pub pacing_lead_frames: u32,
+    /// Synthesised frames a session may hold (while paused or ahead of the clock) before synthesis
+    /// of its next chunk waits; 500 frames = 10 s.
+    pub max_buffered_frames: usize,
+    /// Bad messages within `bad_message_window_seconds` that end the session (`too_many_errors`).
+    pub max_bad_messages: u32,
+    pub bad_message_window_seconds: u64,
+    /// A client that has not taken one frame for this long is disconnected (`slow_client`).
+    pub slow_client_timeout_seconds: u64,
+    /// The first chunk of an utterance is cut at the first clause boundary past this many characters.
+    pub first_chunk_min_chars: usize,
+    /// No chunk sent to an engine is longer than this.
+    pub max_chunk_chars: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_text_chars: DEFAULT_MAX_TEXT_CHARS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_pending_chars: DEFAULT_MAX_PENDING_CHARS,
+            idle_timeout_seconds: DEFAULT_IDLE_TIMEOUT_SECONDS,
+            max_session_seconds: DEFAULT_MAX_SESSION_SECONDS,
+            pacing_lead_frames: DEFAULT_PACING_LEAD_FRAMES,
+            max_buffered_frames: DEFAULT_MAX_BUFFERED_FRAMES,
+            max_bad_messages: DEFAULT_MAX_BAD_MESSAGES,
+            bad_message_window_seconds: DEFAULT_BAD_MESSAGE_WINDOW_SECONDS,
+            slow_client_timeout_seconds: DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS,
+            first_chunk_min_chars: tts_core::text::DEFAULT_FIRST_CHUNK_MIN_CHARS,
+            max_chunk_chars: tts_core::text::DEFAULT_MAX_CHUNK_CHARS,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Every problem at once, one sentence each.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut positive = |name: &str, value: u64| {
+            if value == 0 {
+                problems.push(format!("gateway.{name} must be greater than 0"));
+            }
+        };
+        positive("max_sessions", self.max_sessions as u64);
+        positive("max_text_chars", self.max_text_chars as u64);
+        positive("max_message_bytes", self.max_message_bytes as u64);
+        positive("max_pending_chars", self.max_pending_chars as u64);
+        positive("idle_timeout_seconds", self.idle_timeout_seconds);
+        positive("max_session_seconds", self.max_session_seconds);
+        positive("max_buffered_frames", self.max_buffered_frames as u64);
+        positive("max_bad_messages", u64::from(self.max_bad_messages));
+        positive("bad_message_window_seconds", self.bad_message_window_seconds);
+        positive("slow_client_timeout_seconds", self.slow_client_timeout_seconds);
+        positive("max_chunk_chars", self.max_chunk_chars as u64);
+        if self.first_chunk_min_chars >= self.max_chunk_chars {
+            problems.push("gateway.first_chunk_min_chars must be below gateway.max_chunk_chars".into());
+        }
+        if self.max_pending_chars < self.max_text_chars {
+            problems.push("gateway.max_pending_chars must be at least gateway.max_text_chars".into());
+        }
+        problems
+    }
+}

@@ -1,0 +1,167 @@
+//! ttsd's WebSocket front end.
+//!
+//! Routes on the public listener:
+//! - `GET /v1/stream` (WebSocket): the streaming protocol in `docs/protocol.md`;
+//! - `GET /` (WebSocket): the same session, speaking only the original protocol's messages
+//!   (`session_start`, `audio`, `session_end`, `error`), for clients written against it;
+//! - `GET /v1/voices`: the voices this server can speak with.
+//!
+//! Each session is two tasks: a reader that parses and checks messages, and a driver that segments text,
+//! feeds the engine pool one chunk at a time, frames, paces at 20 ms and writes. The gateway does not run
+//! engines (that is `tts_core::pool`) and does not serve metrics or probes (the admin server does).
+
+pub mod config;
+pub mod protocol;
+mod session;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tts_core::pool::Pool;
+use tts_core::voices::{VoiceCatalog, VoiceInfo};
+
+pub use config::GatewayConfig;
+pub use protocol::{BINARY_HEADER_BYTES, Command, Encoding, ErrorCode};
+
+use session::{Admission, SessionRequest};
+
+/// Everything sessions share.
+pub struct GatewayState {
+    config: GatewayConfig,
+    catalog: Arc<VoiceCatalog>,
+    pool: Arc<Pool>,
+    default_voice: Arc<VoiceInfo>,
+    admission: Admission,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The gateway, ready to be served.
+#[derive(Clone)]
+pub struct Gateway {
+    state: Arc<GatewayState>,
+}
+
+/// Why the gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid gateway configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error(transparent)]
+    UnknownVoice(#[from] tts_core::voices::UnknownVoice),
+}
+
+impl Gateway {
+    /// `shutdown` flips to true when sessions should end (`session_end` with reason `server_shutdown`).
+    pub fn new(
+        config: GatewayConfig,
+        catalog: Arc<VoiceCatalog>,
+        pool: Arc<Pool>,
+        default_voice: &str,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, GatewayError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(GatewayError::Config(problems));
+        }
+        let default_voice = Arc::new(catalog.get(default_voice)?.clone());
+        Ok(Self {
+            state: Arc::new(GatewayState {
+                admission: Admission::new(config.max_sessions),
+                config,
+                catalog,
+                pool,
+                default_voice,
+                shutdown,
+            }),
+        })
+    }
+
+    /// Sessions open right now.
+    pub fn active_sessions(&self) -> usize {
+        self.state.admission.active()
+    }
+
+    pub fn default_voice(&self) -> &VoiceInfo {
+        &self.state.default_voice
+    }
+
+    /// The public router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/stream", get(stream))
+            .route("/", get(legacy_stream))
+            .route("/v1/voices", get(voices))
+            .with_state(self.state.clone())
+    }
+}
+
+/// Serves `gateway` on `listener` until `shutdown` resolves, then waits for open connections to end.
+pub async fn run(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown).await
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamParams {
+    voice: Option<String>,
+    encoding: Option<String>,
+}
+
+async fn stream(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<GatewayState>>,
+    Query(params): Query<StreamParams>,
+) -> Response {
+    upgrade(ws, state, params, false)
+}
+
+async fn legacy_stream(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<GatewayState>>,
+    Query(params): Query<StreamParams>,
+) -> Response {
+    upgrade(ws, state, params, true)
+}
+
+fn upgrade(ws: WebSocketUpgrade, state: Arc<GatewayState>, params: StreamParams, legacy: bool) -> Response {
+    let encoding = match params.encoding.as_deref() {
+        None | Some("base64") => Encoding::Base64,
+        Some("binary") => Encoding::Binary,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, format!("encoding must be base64 or binary, not {other:?}\n"))
+                .into_response();
+        }
+    };
+    let voice = match params.voice.as_deref() {
+        None => Ok(state.default_voice.clone()),
+        Some(id) => state.catalog.get(id).map(|v| Arc::new(v.clone())),
+    };
+    // Messages past our own limit are still read, so the client gets MESSAGE_TOO_LARGE and can go on;
+    // only messages far past it are cut off by the WebSocket layer.
+    let hard_limit = state.config.max_message_bytes.saturating_mul(8);
+    ws.max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| session::run(socket, state, SessionRequest { voice, encoding, legacy }))
+}
+
+#[derive(serde::Serialize)]
+struct VoiceList<'a> {
+    default: &'a str,
+    voices: Vec<&'a VoiceInfo>,
+}
+
+async fn voices(State(state): State<Arc<GatewayState>>) -> Response {
+    Json(VoiceList { default: &state.default_voice.id, voices: state.catalog.iter().collect() }).into_response()
+}

@@ -1,0 +1,162 @@
+//! One WebSocket session: admission, `session_start`, then a reader task and a driver task.
+
+mod driver;
+mod pacer;
+mod reader;
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tts_core::audio::{FRAME_MS, OUTPUT_SAMPLE_RATE};
+use tts_core::pool::CancelSource;
+use tts_core::voices::{UnknownVoice, VoiceInfo};
+
+use crate::GatewayState;
+use crate::protocol::{Encoding, ErrorCode, ServerMessage};
+use driver::{Driver, DriverParts};
+
+/// Counts live sessions against `max_sessions`.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    active: AtomicUsize,
+    max: usize,
+}
+
+/// Holds one session slot until dropped.
+#[derive(Debug)]
+pub(crate) struct Permit<'a>(&'a Admission);
+
+impl Admission {
+    pub(crate) fn new(max: usize) -> Self {
+        Self { active: AtomicUsize::new(0), max }
+    }
+
+    pub(crate) fn try_acquire(&self) -> Option<Permit<'_>> {
+        let mut current = self.active.load(Ordering::Relaxed);
+        loop {
+            if current >= self.max {
+                return None;
+            }
+            match self.active.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(Permit(self)),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How the client asked to be served.
+pub(crate) struct SessionRequest {
+    pub(crate) voice: Result<Arc<VoiceInfo>, UnknownVoice>,
+    pub(crate) encoding: Encoding,
+    /// Connected at `/`: speak only the original protocol's messages.
+    pub(crate) legacy: bool,
+}
+
+static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// `ws-` and 12 hex digits, unpredictable enough that ids do not leak session counts.
+fn new_session_id() -> Arc<str> {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(SESSION_COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("ws-{:012x}", hasher.finish() & 0xffff_ffff_ffff).into()
+}
+
+pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: SessionRequest) {
+    let session_id = new_session_id();
+    let (mut sink, stream) = socket.split();
+    let refuse = |code: ErrorCode, message: String, reason: &'static str| {
+        let session_id = session_id.clone();
+        async move {
+            let error = ServerMessage::Error { code, message: &message }.to_json();
+            let end = ServerMessage::SessionEnd { session_id: &session_id, reason }.to_json();
+            (error, end)
+        }
+    };
+    let Some(_permit) = state.admission.try_acquire() else {
+        let message = format!("the server is at its limit of {} concurrent sessions", state.config.max_sessions);
+        let (error, end) = refuse(ErrorCode::Overloaded, message, "overloaded").await;
+        tracing::warn!(session_id = %session_id, "Refused a session: at the session limit.");
+        let _ = sink.send(Message::Text(error.into())).await;
+        let _ = sink.send(Message::Text(end.into())).await;
+        let _ = sink.send(Message::Close(None)).await;
+        return;
+    };
+    let voice = match request.voice {
+        Ok(voice) => voice,
+        Err(unknown) => {
+            let (error, end) = refuse(ErrorCode::UnknownVoice, unknown.to_string(), "unknown_voice").await;
+            let _ = sink.send(Message::Text(error.into())).await;
+            let _ = sink.send(Message::Text(end.into())).await;
+            let _ = sink.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let start = ServerMessage::SessionStart {
+        session_id: &session_id,
+        sample_rate: OUTPUT_SAMPLE_RATE,
+        frame_ms: FRAME_MS,
+        voice: &voice.id,
+        encoding: request.encoding,
+    }
+    .to_json();
+    if sink.send(Message::Text(start.into())).await.is_err() {
+        return;
+    }
+    tracing::info!(session_id = %session_id, voice = %voice.id, legacy = request.legacy, "Session started.");
+    let cancel = CancelSource::new();
+    let (tx, rx) = mpsc::channel(64);
+    let reader = tokio::spawn(reader::read_loop(stream, tx, cancel.clone(), state.config.clone()));
+    let driver = Driver::new(DriverParts {
+        state: state.clone(),
+        sink,
+        inbound: rx,
+        session_id: session_id.clone(),
+        legacy: request.legacy,
+        encoding: request.encoding,
+        voice,
+        cancel,
+    });
+    let reason = driver.run().await;
+    reader.abort();
+    tracing::info!(session_id = %session_id, reason = reason.as_str(), "Session ended.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_refuses_past_the_limit_and_frees_on_drop() {
+        let admission = Admission::new(2);
+        let a = admission.try_acquire().unwrap();
+        let _b = admission.try_acquire().unwrap();
+        assert!(admission.try_acquire().is_none());
+        drop(a);
+        assert_eq!(admission.active(), 1);
+        assert!(admission.try_acquire().is_some());
+    }
+
+    #[test]
+    fn session_ids_look_like_the_original_and_differ() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_ne!(a, b);
+        assert!(a.starts_with("ws-") && a.len() == 15, "{a}");
+    }
+}

@@ -1,0 +1,536 @@
+//! The driver half of a session: owns the socket's write half, the segmenter, the session's utterances,
+//! the one chunk it may have at the engine pool, the frame buffer and the pacer.
+//!
+//! One task does all of it so that ordering is simple: messages from the reader, engine events and the
+//! frame clock are served by one biased `select!`, reader first, so a PAUSE or STOP read while frames are
+//! waiting is acted on before the next frame leaves. Before each frame the driver also checks the cancel
+//! generation the reader bumps on STOP, so no frame of a stopped utterance leaves after the STOP was read,
+//! except one already being written.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use tts_core::audio::{Frame, Framer};
+use tts_core::pool::{CancelSource, Job, JobEvent, SubmitError};
+use tts_core::text::{Chunk, Segmenter, SegmenterConfig};
+use tts_core::voices::VoiceInfo;
+
+use super::reader::Inbound;
+use super::pacer::Pacer;
+use crate::GatewayState;
+use crate::protocol::{
+    ClientMessage, Command, Encoding, ErrorCode, Rejection, ServerMessage, UtteranceEndReason, audio_binary,
+    audio_json,
+};
+
+/// Why a session ended, as sent in `session_end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    ClientClosed,
+    IdleTimeout,
+    MaxDuration,
+    TooManyErrors,
+    SlowClient,
+    ServerShutdown,
+}
+
+impl EndReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EndReason::ClientClosed => "client_closed",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::TooManyErrors => "too_many_errors",
+            EndReason::SlowClient => "slow_client",
+            EndReason::ServerShutdown => "server_shutdown",
+        }
+    }
+}
+
+/// The socket went away or stopped taking data; nothing more can be sent.
+#[derive(Debug)]
+pub(crate) struct Disconnected(pub(crate) EndReason);
+
+struct EngineMessage {
+    generation: u64,
+    utterance_id: u64,
+    event: JobEvent,
+}
+
+struct Utterance {
+    id: u64,
+    generation: u64,
+    voice: Arc<VoiceInfo>,
+    /// Chunks not yet handed to the pool.
+    chunks: VecDeque<Chunk>,
+    /// `is_final` text has been received.
+    text_complete: bool,
+    /// Every chunk is synthesised and the framer flushed: the frames queue holds the rest of the audio.
+    synth_done: bool,
+    framer: Framer,
+    frames: VecDeque<Frame>,
+    frames_sent: u64,
+    /// When the text that gave this utterance its first chunk was read (first-audio clock start).
+    text_read_at: Option<Instant>,
+    underruns: u64,
+    failed: bool,
+}
+
+pub(crate) struct Driver {
+    state: Arc<GatewayState>,
+    sink: SplitSink<WebSocket, Message>,
+    inbound: mpsc::Receiver<Inbound>,
+    shutdown: watch::Receiver<bool>,
+    session_id: Arc<str>,
+    legacy: bool,
+    encoding: Encoding,
+    voice: Arc<VoiceInfo>,
+    segmenter: Segmenter,
+    utterances: VecDeque<Utterance>,
+    next_utterance_id: u64,
+    /// The utterance whose chunk is at the pool, if any: at most one per session, which keeps the
+    /// session's order and makes the pool's FIFO lanes round-robin across sessions.
+    in_flight: Option<u64>,
+    cancel: CancelSource,
+    engine_tx: mpsc::UnboundedSender<EngineMessage>,
+    engine_rx: mpsc::UnboundedReceiver<EngineMessage>,
+    pacer: Pacer,
+    sequence: u64,
+    paused: bool,
+    last_inbound: Instant,
+    started: Instant,
+}
+
+/// What the driver starts from.
+pub(crate) struct DriverParts {
+    pub(crate) state: Arc<GatewayState>,
+    pub(crate) sink: SplitSink<WebSocket, Message>,
+    pub(crate) inbound: mpsc::Receiver<Inbound>,
+    pub(crate) session_id: Arc<str>,
+    pub(crate) legacy: bool,
+    pub(crate) encoding: Encoding,
+    pub(crate) voice: Arc<VoiceInfo>,
+    pub(crate) cancel: CancelSource,
+}
+
+impl Driver {
+    pub(crate) fn new(parts: DriverParts) -> Self {
+        let config = &parts.state.config;
+        let segmenter = Segmenter::new(SegmenterConfig {
+            first_chunk_min_chars: config.first_chunk_min_chars,
+            max_chunk_chars: config.max_chunk_chars,
+        });
+        let (engine_tx, engine_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        Self {
+            shutdown: parts.state.shutdown.clone(),
+            pacer: Pacer::new(config.pacing_lead_frames),
+            state: parts.state,
+            sink: parts.sink,
+            inbound: parts.inbound,
+            session_id: parts.session_id,
+            legacy: parts.legacy,
+            encoding: parts.encoding,
+            voice: parts.voice,
+            segmenter,
+            utterances: VecDeque::new(),
+            next_utterance_id: 1,
+            in_flight: None,
+            cancel: parts.cancel,
+            engine_tx,
+            engine_rx,
+            sequence: 0,
+            paused: false,
+            last_inbound: now,
+            started: now,
+        }
+    }
+
+    /// Runs the session to its end and says why it ended.
+    pub(crate) async fn run(mut self) -> EndReason {
+        let reason = match self.serve().await {
+            Ok(reason) => {
+                let session_id = self.session_id.clone();
+                let end = ServerMessage::SessionEnd { session_id: &session_id, reason: reason.as_str() };
+                let _ = self.send_json(&end).await;
+                let _ = timeout(Duration::from_secs(1), self.sink.send(Message::Close(None))).await;
+                reason
+            }
+            Err(Disconnected(reason)) => reason,
+        };
+        // Whatever is still queued for this session is dropped before an engine sees it.
+        self.cancel.cancel_all();
+        reason
+    }
+
+    async fn serve(&mut self) -> Result<EndReason, Disconnected> {
+        let config = self.state.config.clone();
+        let idle = Duration::from_secs(config.idle_timeout_seconds);
+        let max_end = self.started + Duration::from_secs(config.max_session_seconds);
+        loop {
+            self.submit_next().await?;
+            self.finish_utterances().await?;
+            let wake = self.next_wake();
+            let idle_at = self.last_inbound + idle;
+            tokio::select! {
+                biased;
+                inbound = self.inbound.recv() => {
+                    let Some(inbound) = inbound else { return Ok(EndReason::ClientClosed) };
+                    self.last_inbound = Instant::now();
+                    if let Some(reason) = self.on_inbound(inbound).await? {
+                        return Ok(reason);
+                    }
+                }
+                Some(message) = self.engine_rx.recv() => self.on_engine(message).await?,
+                _ = sleep_until(wake.unwrap_or(max_end)), if wake.is_some() => self.on_clock().await?,
+                _ = sleep_until(idle_at) => {
+                    if self.utterances.is_empty() {
+                        return Ok(EndReason::IdleTimeout);
+                    }
+                    self.last_inbound = Instant::now();
+                }
+                _ = sleep_until(max_end) => return Ok(EndReason::MaxDuration),
+                _ = self.shutdown.changed() => return Ok(EndReason::ServerShutdown),
+            }
+        }
+    }
+
+    /// When the clock next needs attention: a frame due, or the moment the client's cushion runs dry.
+    fn next_wake(&self) -> Option<Instant> {
+        if self.paused {
+            return None;
+        }
+        let front = self.utterances.front()?;
+        if !front.frames.is_empty() {
+            return Some(self.pacer.next_due().unwrap_or_else(Instant::now));
+        }
+        if front.frames_sent > 0 && !front.synth_done {
+            // Waiting on synthesis mid-utterance: wake when the listener would run out of audio.
+            return self.pacer.cushion_deadline();
+        }
+        None
+    }
+
+    async fn on_clock(&mut self) -> Result<(), Disconnected> {
+        let now = Instant::now();
+        let generation = self.cancel.generation();
+        let Some(front) = self.utterances.front_mut() else { return Ok(()) };
+        if front.generation != generation {
+            // A STOP has been read and is on its way from the reader: send nothing more.
+            return Ok(());
+        }
+        if front.frames.is_empty() {
+            if self.pacer.cushion_empty(now) && !front.synth_done {
+                front.underruns += 1;
+                self.pacer.restart();
+                tracing::warn!(session_id = %self.session_id, utterance_id = front.id, "Audio underrun: synthesis fell behind the 20 ms clock.");
+            }
+            return Ok(());
+        }
+        if front.frames_sent == 0 && self.pacer.cushion_empty(now) {
+            // A new utterance after the clock ran out starts a fresh clock; that is not an underrun.
+            self.pacer.restart();
+        }
+        if let Some(due) = self.pacer.next_due() {
+            if due > now {
+                return Ok(());
+            }
+        }
+        let Some(frame) = front.frames.pop_front() else { return Ok(()) };
+        front.frames_sent += 1;
+        let first = front.frames_sent == 1;
+        let text_read_at = front.text_read_at;
+        let utterance_id = front.id;
+        self.sequence += 1;
+        let message = match self.encoding {
+            Encoding::Base64 => Message::Text(audio_json(&frame, self.sequence).into()),
+            Encoding::Binary => Message::Binary(audio_binary(&frame, self.sequence)),
+        };
+        self.send(message).await?;
+        let sent_at = Instant::now();
+        self.pacer.sent(sent_at);
+        if first {
+            if let Some(read_at) = text_read_at {
+                tracing::debug!(
+                    session_id = %self.session_id,
+                    utterance_id,
+                    first_audio_ms = sent_at.duration_since(read_at).as_secs_f64() * 1000.0,
+                    "First frame sent."
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_inbound(&mut self, inbound: Inbound) -> Result<Option<EndReason>, Disconnected> {
+        match inbound {
+            Inbound::Closed => return Ok(Some(EndReason::ClientClosed)),
+            Inbound::Abuse => {
+                self.send_error(ErrorCode::InvalidMessage, "too many invalid messages; closing the session").await?;
+                return Ok(Some(EndReason::TooManyErrors));
+            }
+            Inbound::Rejected(rejection) => self.reject(rejection).await?,
+            Inbound::Message { message, read_at } => match message {
+                ClientMessage::Text { text, is_final } => {
+                    if let Err(rejection) = self.on_text(&text, is_final, read_at) {
+                        self.reject(rejection).await?;
+                    }
+                }
+                ClientMessage::Control(command) => self.on_control(command, read_at).await?,
+                ClientMessage::Config { voice } => {
+                    if let Err(rejection) = self.on_config(&voice) {
+                        self.reject(rejection).await?;
+                    }
+                }
+            },
+        }
+        Ok(None)
+    }
+
+    fn pending_chars(&self) -> usize {
+        let chunked: usize =
+            self.utterances.iter().flat_map(|u| u.chunks.iter()).map(|c| c.text.chars().count()).sum();
+        chunked + self.segmenter.pending_chars()
+    }
+
+    fn on_text(&mut self, text: &str, is_final: bool, read_at: Instant) -> Result<(), Rejection> {
+        let open = self.utterances.back().is_some_and(|u| !u.text_complete);
+        if text.trim().is_empty() && (!is_final || !open) {
+            return Err(Rejection::new(ErrorCode::InvalidMessage, "text is empty"));
+        }
+        let incoming = text.chars().count();
+        let limit = self.state.config.max_pending_chars;
+        if self.pending_chars() + incoming > limit {
+            return Err(Rejection::new(
+                ErrorCode::TextTooLong,
+                format!("the session already has {} characters waiting; the limit is {limit}", self.pending_chars()),
+            ));
+        }
+        if !open {
+            let id = self.next_utterance_id;
+            self.next_utterance_id += 1;
+            self.utterances.push_back(Utterance {
+                id,
+                generation: self.cancel.generation(),
+                voice: self.voice.clone(),
+                chunks: VecDeque::new(),
+                text_complete: false,
+                synth_done: false,
+                framer: Framer::new(),
+                frames: VecDeque::new(),
+                frames_sent: 0,
+                text_read_at: None,
+                underruns: 0,
+                failed: false,
+            });
+        }
+        let chunks = self.segmenter.push(text, is_final);
+        let in_flight = self.in_flight;
+        let Some(utterance) = self.utterances.back_mut() else { return Ok(()) };
+        if !chunks.is_empty() && utterance.text_read_at.is_none() {
+            utterance.text_read_at = Some(read_at);
+        }
+        utterance.chunks.extend(chunks);
+        if is_final {
+            utterance.text_complete = true;
+            if utterance.text_read_at.is_none() {
+                utterance.text_read_at = Some(read_at);
+            }
+            settle(utterance, in_flight);
+        }
+        Ok(())
+    }
+
+    fn on_config(&mut self, voice: &str) -> Result<(), Rejection> {
+        if self.utterances.back().is_some_and(|u| !u.text_complete) {
+            return Err(Rejection::new(
+                ErrorCode::InvalidMessage,
+                "the voice can change only between utterances (after a final text)",
+            ));
+        }
+        let info = self
+            .state
+            .catalog
+            .get(voice)
+            .map_err(|unknown| Rejection::new(ErrorCode::UnknownVoice, unknown.to_string()))?;
+        self.voice = Arc::new(info.clone());
+        Ok(())
+    }
+
+    async fn on_control(&mut self, command: Command, read_at: Instant) -> Result<(), Disconnected> {
+        if self.utterances.is_empty() {
+            let message = format!("{} received while nothing is playing or queued", command.as_str());
+            return self.send_error(ErrorCode::InvalidMessage, &message).await;
+        }
+        match command {
+            Command::Pause => {
+                self.paused = true;
+                tracing::debug!(session_id = %self.session_id, latency_ms = read_at.elapsed().as_secs_f64() * 1000.0, "Paused.");
+            }
+            Command::Resume => {
+                if !self.paused {
+                    return self.send_error(ErrorCode::InvalidMessage, "RESUME received while not paused").await;
+                }
+                self.paused = false;
+                self.pacer.restart();
+            }
+            Command::Stop => {
+                self.cancel.cancel_all();
+                self.segmenter.clear();
+                self.in_flight = None;
+                self.paused = false;
+                self.pacer.restart();
+                let stopped: Vec<Utterance> = self.utterances.drain(..).collect();
+                tracing::debug!(
+                    session_id = %self.session_id,
+                    latency_ms = read_at.elapsed().as_secs_f64() * 1000.0,
+                    utterances = stopped.len(),
+                    "Stopped."
+                );
+                for utterance in stopped {
+                    self.send_utterance_end(&utterance, UtteranceEndReason::Stopped).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_engine(&mut self, message: EngineMessage) -> Result<(), Disconnected> {
+        let EngineMessage { generation, utterance_id, event } = message;
+        let Some(utterance) =
+            self.utterances.iter_mut().find(|u| u.id == utterance_id && u.generation == generation)
+        else {
+            return Ok(());
+        };
+        match event {
+            JobEvent::Started { .. } => {}
+            JobEvent::Audio(samples) => {
+                let mut frames = Vec::new();
+                utterance.framer.push(&samples, &mut frames);
+                utterance.frames.extend(frames);
+            }
+            JobEvent::Finished(_) => {
+                self.in_flight = None;
+                settle(utterance, None);
+            }
+            JobEvent::Failed(error) => {
+                tracing::warn!(session_id = %self.session_id, utterance_id, error = %error, "Synthesis failed.");
+                utterance.chunks.clear();
+                utterance.failed = true;
+                self.in_flight = None;
+                settle(utterance, None);
+                let message = format!("synthesis failed for voice {}: {error}", utterance.voice.id);
+                self.send_error(ErrorCode::SynthesisFailed, &message).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the next chunk to the pool when the session has none there and room for more audio.
+    async fn submit_next(&mut self) -> Result<(), Disconnected> {
+        if self.in_flight.is_some() {
+            return Ok(());
+        }
+        let buffered: usize = self.utterances.iter().map(|u| u.frames.len()).sum();
+        if buffered >= self.state.config.max_buffered_frames {
+            return Ok(());
+        }
+        let Some(utterance) = self.utterances.iter_mut().find(|u| !u.chunks.is_empty()) else { return Ok(()) };
+        let Some(chunk) = utterance.chunks.pop_front() else { return Ok(()) };
+        let tx = self.engine_tx.clone();
+        let (generation, utterance_id) = (utterance.generation, utterance.id);
+        let job = Job {
+            voice: utterance.voice.clone(),
+            text: chunk.text,
+            first: chunk.first,
+            cancel: self.cancel.token_at(generation),
+            session_id: self.session_id.clone(),
+            utterance_id,
+            events: Box::new(move |event| {
+                let _ = tx.send(EngineMessage { generation, utterance_id, event });
+            }),
+        };
+        match self.state.pool.submit(job) {
+            Ok(()) => {
+                self.in_flight = Some(utterance_id);
+                Ok(())
+            }
+            Err(error) => {
+                utterance.chunks.clear();
+                utterance.failed = true;
+                settle(utterance, None);
+                let code = match error {
+                    SubmitError::QueueFull(_) => ErrorCode::Overloaded,
+                    SubmitError::ShutDown => ErrorCode::InternalError,
+                };
+                self.send_error(code, &error.to_string()).await
+            }
+        }
+    }
+
+    /// Sends `utterance_end` for every finished utterance at the front.
+    async fn finish_utterances(&mut self) -> Result<(), Disconnected> {
+        while self.utterances.front().is_some_and(|u| u.synth_done && u.frames.is_empty()) {
+            let Some(utterance) = self.utterances.pop_front() else { break };
+            let reason = if utterance.failed { UtteranceEndReason::Failed } else { UtteranceEndReason::Completed };
+            self.send_utterance_end(&utterance, reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_utterance_end(&mut self, utterance: &Utterance, reason: UtteranceEndReason) -> Result<(), Disconnected> {
+        if self.legacy {
+            return Ok(());
+        }
+        self.send_json(&ServerMessage::UtteranceEnd {
+            utterance_id: utterance.id,
+            frames: utterance.frames_sent,
+            reason,
+            underruns: utterance.underruns,
+        })
+        .await
+    }
+
+    async fn reject(&mut self, rejection: Rejection) -> Result<(), Disconnected> {
+        self.send_error(rejection.code, &rejection.message).await
+    }
+
+    async fn send_error(&mut self, code: ErrorCode, message: &str) -> Result<(), Disconnected> {
+        tracing::info!(session_id = %self.session_id, code = code.as_str(), "Sent an error to the client.");
+        self.send_json(&ServerMessage::Error { code, message }).await
+    }
+
+    async fn send_json(&mut self, message: &ServerMessage<'_>) -> Result<(), Disconnected> {
+        self.send(Message::Text(message.to_json().into())).await
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), Disconnected> {
+        let limit = Duration::from_secs(self.state.config.slow_client_timeout_seconds);
+        match timeout(limit, self.sink.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Disconnected(EndReason::ClientClosed)),
+            Err(_) => Err(Disconnected(EndReason::SlowClient)),
+        }
+    }
+}
+
+/// Marks an utterance fully synthesised once its text is complete and nothing is left to synthesise,
+/// flushing the framer's zero-padded last frame.
+fn settle(utterance: &mut Utterance, in_flight: Option<u64>) {
+    if utterance.synth_done || !utterance.text_complete || !utterance.chunks.is_empty() {
+        return;
+    }
+    if in_flight == Some(utterance.id) {
+        return;
+    }
+    if let Some(last) = utterance.framer.finish() {
+        utterance.frames.push_back(last);
+    }
+    utterance.synth_done = true;
+}

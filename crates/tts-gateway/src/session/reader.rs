@@ -1,0 +1,99 @@
+//! The reader half of a session: reads the socket, enforces per-message limits, parses, and forwards to
+//! the driver in order. STOP also bumps the session's cancel generation here, the moment it is read, so
+//! engines stop before the driver even sees it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tts_core::pool::CancelSource;
+
+use crate::config::GatewayConfig;
+use crate::protocol::{ClientMessage, Command, ErrorCode, Rejection, parse_client_message};
+
+/// What the reader hands the driver.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A valid message and when it was read from the socket (the start of first-audio and barge-in clocks).
+    Message { message: ClientMessage, read_at: Instant },
+    /// A message the client got wrong; the session goes on.
+    Rejected(Rejection),
+    /// Too many bad messages in the window: the session ends.
+    Abuse,
+    /// The client closed the connection or it broke.
+    Closed,
+}
+
+pub(crate) async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    tx: mpsc::Sender<Inbound>,
+    cancel: CancelSource,
+    config: GatewayConfig,
+) {
+    let window = Duration::from_secs(config.bad_message_window_seconds);
+    let mut recent_bad: VecDeque<Instant> = VecDeque::new();
+    while let Some(next) = stream.next().await {
+        let read_at = Instant::now();
+        let item = match next {
+            Ok(Message::Text(text)) => check_text(text.as_str(), read_at, &config),
+            Ok(Message::Binary(bytes)) if bytes.len() > config.max_message_bytes => {
+                Inbound::Rejected(too_large(bytes.len(), &config))
+            }
+            Ok(Message::Binary(_)) => Inbound::Rejected(Rejection::new(
+                ErrorCode::InvalidMessage,
+                "binary messages are not accepted from clients; send JSON text messages",
+            )),
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Close(_)) | Err(_) => break,
+        };
+        if let Inbound::Message { message: ClientMessage::Control(Command::Stop), .. } = &item {
+            cancel.cancel_all();
+        }
+        if matches!(item, Inbound::Rejected(_)) {
+            while recent_bad.front().is_some_and(|t| read_at.duration_since(*t) > window) {
+                recent_bad.pop_front();
+            }
+            recent_bad.push_back(read_at);
+            if recent_bad.len() > config.max_bad_messages as usize {
+                let _ = tx.send(item).await;
+                let _ = tx.send(Inbound::Abuse).await;
+                return;
+            }
+        }
+        if tx.send(item).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.send(Inbound::Closed).await;
+}
+
+fn too_large(len: usize, config: &GatewayConfig) -> Rejection {
+    Rejection::new(
+        ErrorCode::MessageTooLarge,
+        format!("message is {len} bytes; the limit is {} bytes per message", config.max_message_bytes),
+    )
+}
+
+fn check_text(text: &str, read_at: Instant, config: &GatewayConfig) -> Inbound {
+    if text.len() > config.max_message_bytes {
+        return Inbound::Rejected(too_large(text.len(), config));
+    }
+    match parse_client_message(text) {
+        Ok(ClientMessage::Text { text, .. }) if text.chars().count() > config.max_text_chars => {
+            Inbound::Rejected(Rejection::new(
+                ErrorCode::TextTooLong,
+                format!(
+                    "text has {} characters; the limit is {} per message",
+                    text.chars().count(),
+                    config.max_text_chars
+                ),
+            ))
+        }
+        Ok(message) => Inbound::Message { message, read_at },
+        Err(rejection) => Inbound::Rejected(rejection),
+    }
+}

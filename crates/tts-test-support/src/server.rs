@@ -1,0 +1,125 @@
+//! Runs a real `ttsd serve` process on loopback for end-to-end tests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A `ttsd serve` child process, killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    /// `ws://127.0.0.1:PORT`
+    pub ws_base: String,
+    /// `http://127.0.0.1:PORT` of the admin server.
+    pub admin_base: String,
+    /// Lines the server wrote to stderr (its logs), collected in the background.
+    logs: mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts `binary serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 <extra>` and waits (up to 60 s)
+    /// for the line in which it announces its addresses.
+    pub fn start(binary: &str, extra: &[&str]) -> Result<Self, String> {
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {binary}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (line_tx, line_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (log_tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if log_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match line_rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let logs: Vec<String> = logs.try_iter().collect();
+                    return Err(format!("ttsd did not announce its addresses; logs:\n{}", logs.join("\n")));
+                }
+            };
+            if let Some((ws, admin)) = parse_announcement(&line) {
+                return Ok(Self { child, ws_base: ws, admin_base: admin, logs });
+            }
+        }
+    }
+
+    /// The streaming endpoint with a query string, e.g. `url("/v1/stream?voice=espeak-en-us")`.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.ws_base)
+    }
+
+    /// Log lines written so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, returning its exit code.
+    pub fn terminate(mut self, wait: Duration) -> Option<i32> {
+        // SAFETY-free: `kill -TERM` through the shell keeps this crate free of unsafe code.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ttsd ready: stream=ws://A/v1/stream admin=http://B` → (`ws://A`, `http://B`).
+fn parse_announcement(line: &str) -> Option<(String, String)> {
+    let rest = line.strip_prefix("ttsd ready: ")?;
+    let mut ws = None;
+    let mut admin = None;
+    for part in rest.split_whitespace() {
+        if let Some(url) = part.strip_prefix("stream=") {
+            ws = url.strip_suffix("/v1/stream").map(str::to_owned);
+        } else if let Some(url) = part.strip_prefix("admin=") {
+            admin = Some(url.to_owned());
+        }
+    }
+    Some((ws?, admin?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_ready_line() {
+        assert_eq!(
+            parse_announcement("ttsd ready: stream=ws://127.0.0.1:4000/v1/stream admin=http://127.0.0.1:4001"),
+            Some(("ws://127.0.0.1:4000".into(), "http://127.0.0.1:4001".into()))
+        );
+        assert_eq!(parse_announcement("something else"), None);
+    }
+}

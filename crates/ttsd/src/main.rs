@@ -1,0 +1,82 @@
+//! The `ttsd` binary: a realtime streaming text-to-speech server.
+//!
+//! Subcommands: `serve` (the WebSocket API and the admin server), `say` (text to a WAV file), `voices`
+//! (what the server can speak with) and `bench` (a load generator that measures from the client's side).
+//! This crate only wires the library crates together: configuration, logging, signals and the CLI.
+
+mod bench;
+mod config;
+mod logging;
+mod say;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ttsd", version, about = "Realtime streaming text-to-speech server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Serve the WebSocket API and the admin server.
+    Serve(serve::ServeArgs),
+    /// Synthesise text to a 48 kHz WAV file.
+    Say(say::SayArgs),
+    /// List the voices this server can speak with.
+    Voices(VoicesArgs),
+    /// Open concurrent sessions against a server and report latency and pacing from the client's side.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct VoicesArgs {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of Piper voices.
+    #[arg(long)]
+    voices_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Serve(args) => serve::run(args),
+        Commands::Say(args) => say::run(args),
+        Commands::Voices(args) => list_voices(args),
+        Commands::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ttsd: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn list_voices(args: VoicesArgs) -> anyhow::Result<()> {
+    let mut config = config::Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = args.voices_dir {
+        config.engine.voices_dir = dir;
+    }
+    let catalog = tts_core::voices::VoiceCatalog::discover(&config.engine.voices_dir)?;
+    if args.json {
+        let voices: Vec<_> = catalog.iter().collect();
+        println!("{}", serde_json::to_string_pretty(&voices)?);
+        return Ok(());
+    }
+    println!("{:<28} {:<8} {:<12} {:>11}", "VOICE", "ENGINE", "LANGUAGE", "SAMPLE_RATE");
+    for voice in catalog.iter() {
+        println!("{:<28} {:<8} {:<12} {:>11}", voice.id, voice.engine, voice.language, voice.sample_rate);
+    }
+    Ok(())
+}
