@@ -58,6 +58,15 @@ pub trait Engine: Send {
 pub struct EngineSettings {
     /// ONNX Runtime intra-op threads per Piper session.
     pub onnx_intra_threads: usize,
+    /// Overrides the Piper voices' `noise_scale` and `noise_w`; 0 makes their output repeatable.
+    pub piper_noise: Option<PiperNoise>,
+}
+
+/// Piper's sampling noise (the voice's `.onnx.json` has its defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PiperNoise {
+    pub noise_scale: f32,
+    pub noise_w: f32,
 }
 
 /// Loads `voice` for use on the calling thread.

@@ -409,3 +409,4 @@ fn run_job(
         audio_seconds: produced as f64 / rate as f64,
     })
 }
+

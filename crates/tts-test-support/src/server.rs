@@ -1,6 +1,7 @@
 //! Runs a real `ttsd serve` process on loopback for end-to-end tests.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -17,10 +18,11 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `binary serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 <extra>` and waits (up to 60 s)
-    /// for the line in which it announces its addresses.
-    pub fn start(binary: &str, extra: &[&str]) -> Result<Self, String> {
+    /// Starts `binary serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 <extra>` in `workdir` (where
+    /// the default `.cache/` paths resolve) and waits (up to 60 s) for the line announcing its addresses.
+    pub fn start(binary: &str, workdir: &Path, extra: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(binary)
+            .current_dir(workdir)
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())

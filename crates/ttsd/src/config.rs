@@ -64,6 +64,10 @@ pub(crate) struct EngineConfig {
     pub(crate) onnx_intra_threads: usize,
     /// Chunks waiting for an engine before new ones are refused with `OVERLOADED`.
     pub(crate) queue_capacity: usize,
+    /// Overrides Piper voices' sampling noise (`noise_scale`, and `noise_w` alike); 0 gives repeatable
+    /// output, e.g. for regression tests. Unset: each voice's own settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) piper_noise_scale: Option<f32>,
 }
 
 impl Default for EngineConfig {
@@ -74,11 +78,21 @@ impl Default for EngineConfig {
             threads: 0,
             onnx_intra_threads: 1,
             queue_capacity: tts_core::pool::DEFAULT_QUEUE_CAPACITY,
+            piper_noise_scale: None,
         }
     }
 }
 
 impl EngineConfig {
+    pub(crate) fn settings(&self) -> tts_core::engine::EngineSettings {
+        tts_core::engine::EngineSettings {
+            onnx_intra_threads: self.onnx_intra_threads,
+            piper_noise: self
+                .piper_noise_scale
+                .map(|n| tts_core::engine::PiperNoise { noise_scale: n, noise_w: n }),
+        }
+    }
+
     pub(crate) fn thread_count(&self) -> usize {
         if self.threads > 0 {
             self.threads

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use tts_core::audio::{OUTPUT_SAMPLE_RATE, StreamResampler, write_wav};
-use tts_core::engine::{EngineSettings, Flow, init_onnx_runtime, load};
+use tts_core::engine::{Flow, init_onnx_runtime, load};
 use tts_core::text::{Segmenter, SegmenterConfig};
 use tts_core::voices::{EngineKind, VoiceCatalog};
 
@@ -38,6 +38,11 @@ pub(crate) fn run(args: SayArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.voices_dir {
         config.engine.voices_dir = dir;
     }
+    if std::env::var_os("TTSD_LOGGING__FILTER").is_none() {
+        // A command-line tool reports through its own output; only problems are logged.
+        config.logging.filter = "warn".into();
+    }
+    crate::logging::init(&config.logging)?;
     let (text, progress) = match (&args.text, &args.file) {
         (Some(text), None) => (text.clone(), false),
         (None, Some(file)) => {
@@ -54,7 +59,7 @@ pub(crate) fn run(args: SayArgs) -> anyhow::Result<()> {
     if voice.engine == EngineKind::Piper {
         init_onnx_runtime(&config.engine.onnx_runtime_path)?;
     }
-    let mut engine = load(&voice, &EngineSettings { onnx_intra_threads: config.engine.onnx_intra_threads })?;
+    let mut engine = load(&voice, &config.engine.settings())?;
     let mut resampler = StreamResampler::new(engine.sample_rate())?;
     let mut segmenter = Segmenter::new(SegmenterConfig {
         first_chunk_min_chars: config.gateway.first_chunk_min_chars,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tts_core::engine::{EngineSettings, init_onnx_runtime};
+use tts_core::engine::init_onnx_runtime;
 use tts_core::pool::{Pool, PoolConfig};
 use tts_core::voices::{EngineKind, VoiceCatalog};
 use tts_gateway::Gateway;
@@ -87,7 +87,7 @@ pub(crate) fn start_engines(config: &Config, voice: &str) -> anyhow::Result<(Arc
     let pool = Arc::new(Pool::start(PoolConfig {
         threads: config.engine.thread_count(),
         queue_capacity: config.engine.queue_capacity,
-        engine: EngineSettings { onnx_intra_threads: config.engine.onnx_intra_threads },
+        engine: config.engine.settings(),
     })?);
     let started = std::time::Instant::now();
     pool.warm(&wanted).with_context(|| format!("cannot load and warm voice {}", wanted.id))?;

@@ -106,22 +106,27 @@ pub fn espeak_voices() -> Vec<VoiceInfo> {
         if entry.is_null() {
             break;
         }
-        // SAFETY: entry is a valid espeak_VOICE; `languages` starts with a priority byte then a C string.
-        let language = unsafe {
+        // SAFETY: entry is a valid espeak_VOICE; `languages` starts with a priority byte then a C string,
+        // and `identifier` is a C string naming the voice file (e.g. `gmw/en-US`).
+        let (language, identifier) = unsafe {
             let langs = (*entry).languages;
-            if langs.is_null() || *langs == 0 { None } else { Some(CStr::from_ptr(langs.add(1))) }
+            let language = if langs.is_null() || *langs == 0 { None } else { Some(CStr::from_ptr(langs.add(1))) };
+            let ident = (*entry).identifier;
+            (language, if ident.is_null() { None } else { Some(CStr::from_ptr(ident)) })
         };
-        if let Some(language) = language.and_then(|l| l.to_str().ok()) {
-            let language = language.to_ascii_lowercase();
+        let language = language.and_then(|l| l.to_str().ok()).map(str::to_ascii_lowercase);
+        let identifier = identifier.and_then(|i| i.to_str().ok());
+        if let (Some(language), Some(identifier)) = (language, identifier) {
             // Variants (`mb-*`) need separately installed mbrola voices; skip them.
-            if !language.is_empty() && !language.starts_with("mb") {
+            let id = format!("espeak-{language}");
+            if !language.is_empty() && !identifier.starts_with("mb/") && !voices.iter().any(|v: &VoiceInfo| v.id == id) {
                 voices.push(VoiceInfo {
-                    id: format!("espeak-{language}"),
+                    id,
                     engine: EngineKind::Espeak,
-                    language: language.clone(),
+                    language,
                     sample_rate,
                     model_path: None,
-                    espeak_voice: language,
+                    espeak_voice: identifier.to_owned(),
                 });
             }
         }

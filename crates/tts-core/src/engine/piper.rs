@@ -172,7 +172,11 @@ impl PiperEngine {
             reason: "no model path".into(),
         })?;
         let load_err = |reason: String| EngineError::Load { voice: voice.id.clone(), path: model.clone(), reason };
-        let config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).map_err(load_err)?;
+        let mut config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).map_err(load_err)?;
+        if let Some(noise) = settings.piper_noise {
+            config.noise_scale = noise.noise_scale;
+            config.noise_w = noise.noise_w;
+        }
         let env = environment()?;
         let session = Session::builder(env)
             .and_then(|b| b.with_intra_threads(settings.onnx_intra_threads.max(1)).map_err(Into::into))
@@ -214,7 +218,9 @@ impl Engine for PiperEngine {
     }
 
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
         let clauses = phonemize_ipa(text, &self.config.espeak_voice)?;
+        let phonemised = started.elapsed();
         let phonemes = clauses.join(" ");
         if phonemes.trim().is_empty() {
             return Ok(());
@@ -226,6 +232,13 @@ impl Engine for PiperEngine {
         let audio = self
             .infer(ids)
             .map_err(|reason| EngineError::Inference { voice: self.voice.id.clone(), reason })?;
+        tracing::debug!(
+            voice = %self.voice.id,
+            phonemize_ms = phonemised.as_secs_f64() * 1e3,
+            inference_ms = (started.elapsed() - phonemised).as_secs_f64() * 1e3,
+            samples = audio.len(),
+            "Piper inference done."
+        );
         let pcm: Vec<i16> = audio.iter().map(|s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16).collect();
         for piece in pcm.chunks(PIECE_SAMPLES) {
             if sink(piece) == Flow::Stop {
