@@ -35,7 +35,11 @@ pub enum EngineError {
     #[error("ONNX Runtime is not available: {0}")]
     OnnxRuntime(String),
     #[error("cannot load voice {voice} from {path}: {reason}")]
-    Load { voice: String, path: PathBuf, reason: String },
+    Load {
+        voice: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("inference failed for voice {voice}: {reason}")]
     Inference { voice: String, reason: String },
 }

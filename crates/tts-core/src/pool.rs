@@ -49,12 +49,18 @@ impl CancelSource {
 
     /// A token for work started now.
     pub fn token(&self) -> CancelToken {
-        CancelToken { current: self.0.clone(), generation: self.0.load(Ordering::Acquire) }
+        CancelToken {
+            current: self.0.clone(),
+            generation: self.0.load(Ordering::Acquire),
+        }
     }
 
     /// A token for work that belongs to an earlier generation (already cancelled if a STOP came since).
     pub fn token_at(&self, generation: u64) -> CancelToken {
-        CancelToken { current: self.0.clone(), generation }
+        CancelToken {
+            current: self.0.clone(),
+            generation,
+        }
     }
 
     /// Cancels every token handed out so far.
@@ -89,7 +95,9 @@ impl CancelToken {
 #[derive(Debug)]
 pub enum JobEvent {
     /// An engine thread took the job.
-    Started { queue_wait: Duration },
+    Started {
+        queue_wait: Duration,
+    },
     /// 48 kHz mono samples, in order.
     Audio(Vec<i16>),
     Finished(JobStats),
@@ -206,7 +214,10 @@ impl Pool {
                     .spawn(move || engine_thread(&shared))?,
             );
         }
-        Ok(Self { shared, threads: Mutex::new(handles) })
+        Ok(Self {
+            shared,
+            threads: Mutex::new(handles),
+        })
     }
 
     /// Queues a job; never blocks.
@@ -218,7 +229,10 @@ impl Pool {
         if lanes.len() >= self.shared.config.queue_capacity {
             return Err(SubmitError::QueueFull(self.shared.config.queue_capacity));
         }
-        let queued = Queued { job, enqueued: Instant::now() };
+        let queued = Queued {
+            job,
+            enqueued: Instant::now(),
+        };
         if queued.job.first {
             lanes.priority.push_back(queued);
         } else {
@@ -234,7 +248,9 @@ impl Pool {
     pub fn warm(&self, voice: &VoiceInfo) -> Result<(), EngineError> {
         let threads = self.shared.config.threads.max(1);
         let mut warmed = Vec::with_capacity(threads);
-        let existing = lock(&self.shared.idle_engines).remove(&voice.id).unwrap_or_default();
+        let existing = lock(&self.shared.idle_engines)
+            .remove(&voice.id)
+            .unwrap_or_default();
         warmed.extend(existing);
         while warmed.len() < threads {
             warmed.push(engine::load(voice, &self.shared.config.engine)?);
@@ -388,7 +404,10 @@ fn run_job(
         Flow::Continue
     });
     let engine_time = started.elapsed();
-    lock(&shared.idle_engines).entry(job.voice.id.clone()).or_default().push(engine);
+    lock(&shared.idle_engines)
+        .entry(job.voice.id.clone())
+        .or_default()
+        .push(engine);
     let mut tail = Vec::new();
     let flushed = resampler.finish(&mut tail);
     if let Some(err) = resample_error {
@@ -410,3 +429,167 @@ fn run_job(
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::voices::VoiceCatalog;
+
+    fn espeak() -> Arc<VoiceInfo> {
+        let catalog = VoiceCatalog::discover(std::path::Path::new("/nonexistent")).unwrap();
+        Arc::new(catalog.get("espeak-en-us").unwrap().clone())
+    }
+
+    fn pool(threads: usize, queue_capacity: usize) -> Pool {
+        Pool::start(PoolConfig {
+            threads,
+            queue_capacity,
+            engine: EngineSettings {
+                onnx_intra_threads: 1,
+                piper_noise: None,
+            },
+        })
+        .unwrap()
+    }
+
+    /// A job that reports its events (tagged with `name`) to `log`.
+    fn job(
+        name: &'static str,
+        first: bool,
+        cancel: &CancelSource,
+        log: mpsc::Sender<(&'static str, String)>,
+    ) -> Job {
+        Job {
+            voice: espeak(),
+            text: "Hello there.".into(),
+            first,
+            cancel: cancel.token(),
+            session_id: name.into(),
+            utterance_id: 1,
+            events: Box::new(move |event| {
+                let kind = match event {
+                    JobEvent::Started { .. } => "started",
+                    JobEvent::Audio(_) => "audio",
+                    JobEvent::Finished(_) => "finished",
+                    JobEvent::Failed(_) => "failed",
+                };
+                let _ = log.send((name, kind.to_owned()));
+            }),
+        }
+    }
+
+    /// Occupies the pool's only thread until the returned sender is dropped or used.
+    fn block_thread(pool: &Pool) -> mpsc::Sender<()> {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = mpsc::channel();
+        let mut release_rx = Some(release_rx);
+        pool.submit(Job {
+            voice: espeak(),
+            text: "Block.".into(),
+            first: false,
+            cancel: CancelSource::new().token(),
+            session_id: "blocker".into(),
+            utterance_id: 0,
+            events: Box::new(move |event| {
+                if let (JobEvent::Started { .. }, Some(rx)) = (&event, release_rx.take()) {
+                    let _ = started_tx.send(());
+                    let _ = rx.recv();
+                }
+            }),
+        })
+        .unwrap();
+        started_rx.recv().unwrap();
+        release_tx
+    }
+
+    #[test]
+    fn first_chunks_jump_the_queue_and_the_rest_keep_arrival_order() {
+        let pool = pool(1, 16);
+        let release = block_thread(&pool);
+        let (log_tx, log_rx) = mpsc::channel();
+        let cancel = CancelSource::new();
+        pool.submit(job("later-a", false, &cancel, log_tx.clone()))
+            .unwrap();
+        pool.submit(job("later-b", false, &cancel, log_tx.clone()))
+            .unwrap();
+        pool.submit(job("first-c", true, &cancel, log_tx.clone()))
+            .unwrap();
+        drop(log_tx);
+        drop(release);
+        let started: Vec<_> = log_rx
+            .iter()
+            .filter(|(_, kind)| kind == "started")
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(started, vec!["first-c", "later-a", "later-b"]);
+    }
+
+    #[test]
+    fn a_cancelled_job_never_reaches_an_engine() {
+        let pool = pool(1, 16);
+        let release = block_thread(&pool);
+        let (log_tx, log_rx) = mpsc::channel();
+        let stopped = CancelSource::new();
+        let kept = CancelSource::new();
+        pool.submit(job("stopped", true, &stopped, log_tx.clone()))
+            .unwrap();
+        pool.submit(job("kept", true, &kept, log_tx.clone())).unwrap();
+        stopped.cancel_all();
+        drop(log_tx);
+        drop(release);
+        let events: Vec<_> = log_rx.iter().collect();
+        assert!(events.iter().all(|(name, _)| *name == "kept"), "{events:?}");
+        assert!(events.iter().any(|(_, kind)| kind == "finished"));
+        assert_eq!(pool.stats().discarded, 1);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_instead_of_blocking() {
+        let pool = pool(1, 2);
+        let release = block_thread(&pool);
+        let (log_tx, _log_rx) = mpsc::channel();
+        let cancel = CancelSource::new();
+        pool.submit(job("a", false, &cancel, log_tx.clone())).unwrap();
+        pool.submit(job("b", false, &cancel, log_tx.clone())).unwrap();
+        let refused = pool.submit(job("c", false, &cancel, log_tx));
+        assert_eq!(refused.unwrap_err(), SubmitError::QueueFull(2));
+        assert_eq!(pool.stats().queued, 2);
+        assert_eq!(pool.stats().busy, 1);
+        drop(release);
+    }
+
+    #[test]
+    fn a_job_streams_48_khz_audio_and_reports_its_timings() {
+        let pool = pool(2, 16);
+        pool.warm(&espeak()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        pool.submit(Job {
+            voice: espeak(),
+            text: "The quick brown fox jumps over the lazy dog.".into(),
+            first: true,
+            cancel: CancelSource::new().token(),
+            session_id: "s".into(),
+            utterance_id: 1,
+            events: Box::new(move |event| {
+                let _ = tx.send(event);
+            }),
+        })
+        .unwrap();
+        let events: Vec<JobEvent> = rx
+            .iter()
+            .take_while(|e| !matches!(e, JobEvent::Finished(_) | JobEvent::Failed(_)))
+            .collect();
+        assert!(matches!(events.first(), Some(JobEvent::Started { .. })));
+        let samples: usize = events
+            .iter()
+            .map(|e| if let JobEvent::Audio(s) = e { s.len() } else { 0 })
+            .sum();
+        let seconds = samples as f64 / 48_000.0;
+        assert!((1.5..5.0).contains(&seconds), "{seconds} s at 48 kHz");
+        assert!(
+            events.iter().filter(|e| matches!(e, JobEvent::Audio(_))).count() > 10,
+            "streamed in pieces"
+        );
+    }
+}

@@ -129,19 +129,28 @@ impl VoiceCatalog {
 }
 
 fn piper_voices(dir: &Path) -> Result<Vec<VoiceInfo>, VoiceError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| VoiceError::Dir { path: dir.to_owned(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| VoiceError::Dir {
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut voices = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some(id) = name.strip_suffix(".onnx") else { continue };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(id) = name.strip_suffix(".onnx") else {
+            continue;
+        };
         let config_path = dir.join(format!("{name}.json"));
         if !config_path.is_file() {
             tracing::warn!(model = %path.display(), "Skipping ONNX model without its .onnx.json config.");
             continue;
         }
-        let config = PiperVoiceConfig::read(&config_path)
-            .map_err(|reason| VoiceError::Config { path: config_path.clone(), reason })?;
+        let config = PiperVoiceConfig::read(&config_path).map_err(|reason| VoiceError::Config {
+            path: config_path.clone(),
+            reason,
+        })?;
         voices.push(VoiceInfo {
             id: id.to_owned(),
             engine: EngineKind::Piper,
@@ -173,7 +182,10 @@ mod tests {
     fn unknown_voice_lists_the_available_ones() {
         let catalog = VoiceCatalog::from_voices([voice("espeak-en-us"), voice("espeak-de")]);
         let err = catalog.get("nope").unwrap_err();
-        assert_eq!(err.available, vec!["espeak-de".to_owned(), "espeak-en-us".to_owned()]);
+        assert_eq!(
+            err.available,
+            vec!["espeak-de".to_owned(), "espeak-en-us".to_owned()]
+        );
         assert!(err.to_string().contains("espeak-de, espeak-en-us"), "{err}");
     }
 

@@ -110,7 +110,9 @@ pub async fn run(
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, gateway.router())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,7 +142,10 @@ fn upgrade(ws: WebSocketUpgrade, state: Arc<GatewayState>, params: StreamParams,
         None | Some("base64") => Encoding::Base64,
         Some("binary") => Encoding::Binary,
         Some(other) => {
-            return (StatusCode::BAD_REQUEST, format!("encoding must be base64 or binary, not {other:?}\n"))
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("encoding must be base64 or binary, not {other:?}\n"),
+            )
                 .into_response();
         }
     };
@@ -153,7 +158,17 @@ fn upgrade(ws: WebSocketUpgrade, state: Arc<GatewayState>, params: StreamParams,
     let hard_limit = state.config.max_message_bytes.saturating_mul(8);
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| session::run(socket, state, SessionRequest { voice, encoding, legacy }))
+        .on_upgrade(move |socket| {
+            session::run(
+                socket,
+                state,
+                SessionRequest {
+                    voice,
+                    encoding,
+                    legacy,
+                },
+            )
+        })
 }
 
 #[derive(serde::Serialize)]
@@ -163,5 +178,9 @@ struct VoiceList<'a> {
 }
 
 async fn voices(State(state): State<Arc<GatewayState>>) -> Response {
-    Json(VoiceList { default: &state.default_voice.id, voices: state.catalog.iter().collect() }).into_response()
+    Json(VoiceList {
+        default: &state.default_voice.id,
+        voices: state.catalog.iter().collect(),
+    })
+    .into_response()
 }

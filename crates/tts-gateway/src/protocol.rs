@@ -86,7 +86,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     fn invalid(message: impl Into<String>) -> Self {
@@ -96,10 +99,12 @@ impl Rejection {
 
 /// Parses one text message from the client.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, Rejection> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| Rejection::invalid(format!("message is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Rejection::invalid(format!("message is not valid JSON: {e}")))?;
     let Value::Object(object) = value else {
-        return Err(Rejection::invalid("message must be a JSON object with a \"type\" field"));
+        return Err(Rejection::invalid(
+            "message must be a JSON object with a \"type\" field",
+        ));
     };
     let kind = match object.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
@@ -152,10 +157,27 @@ pub enum UtteranceEndReason {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage<'a> {
-    SessionStart { session_id: &'a str, sample_rate: u32, frame_ms: u32, voice: &'a str, encoding: Encoding },
-    UtteranceEnd { utterance_id: u64, frames: u64, reason: UtteranceEndReason, underruns: u64 },
-    SessionEnd { session_id: &'a str, reason: &'a str },
-    Error { code: ErrorCode, message: &'a str },
+    SessionStart {
+        session_id: &'a str,
+        sample_rate: u32,
+        frame_ms: u32,
+        voice: &'a str,
+        encoding: Encoding,
+    },
+    UtteranceEnd {
+        utterance_id: u64,
+        frames: u64,
+        reason: UtteranceEndReason,
+        underruns: u64,
+    },
+    SessionEnd {
+        session_id: &'a str,
+        reason: &'a str,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
 }
 
 impl ServerMessage<'_> {
@@ -193,11 +215,17 @@ mod tests {
     fn parses_the_three_message_types() {
         assert_eq!(
             parse_client_message(r#"{"type":"text","text":"Hi.","is_final":false}"#).unwrap(),
-            ClientMessage::Text { text: "Hi.".into(), is_final: false }
+            ClientMessage::Text {
+                text: "Hi.".into(),
+                is_final: false
+            }
         );
         assert_eq!(
             parse_client_message(r#"{"type":"text","text":"Hi."}"#).unwrap(),
-            ClientMessage::Text { text: "Hi.".into(), is_final: true },
+            ClientMessage::Text {
+                text: "Hi.".into(),
+                is_final: true
+            },
             "is_final defaults to true, as in the original protocol"
         );
         assert_eq!(
@@ -206,7 +234,9 @@ mod tests {
         );
         assert_eq!(
             parse_client_message(r#"{"type":"config","voice":"espeak-en-us"}"#).unwrap(),
-            ClientMessage::Config { voice: "espeak-en-us".into() }
+            ClientMessage::Config {
+                voice: "espeak-en-us".into()
+            }
         );
     }
 
@@ -217,7 +247,10 @@ mod tests {
             ("[1,2]", "JSON object"),
             (r#"{"text":"x"}"#, "no \"type\""),
             (r#"{"type":"dance"}"#, "unknown message type \"dance\""),
-            (r#"{"type":"control","command":"JUMP"}"#, "unknown control command \"JUMP\""),
+            (
+                r#"{"type":"control","command":"JUMP"}"#,
+                "unknown control command \"JUMP\"",
+            ),
             (r#"{"type":"text","text":5}"#, "\"text\" must be a string"),
             (r#"{"type":"text","text":"a","is_final":"yes"}"#, "is_final"),
         ] {
@@ -233,7 +266,9 @@ mod tests {
         let json: Value = serde_json::from_str(&audio_json(&frame, 42)).unwrap();
         assert_eq!(json["type"], "audio");
         assert_eq!(json["sequence"], 42);
-        let pcm = base64::engine::general_purpose::STANDARD.decode(json["pcm"].as_str().unwrap()).unwrap();
+        let pcm = base64::engine::general_purpose::STANDARD
+            .decode(json["pcm"].as_str().unwrap())
+            .unwrap();
         assert_eq!(pcm.len(), FRAME_BYTES);
         assert_eq!(&pcm[..2], &7i16.to_le_bytes());
         let binary = audio_binary(&frame, 42);

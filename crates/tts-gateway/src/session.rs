@@ -32,7 +32,10 @@ pub(crate) struct Permit<'a>(&'a Admission);
 
 impl Admission {
     pub(crate) fn new(max: usize) -> Self {
-        Self { active: AtomicUsize::new(0), max }
+        Self {
+            active: AtomicUsize::new(0),
+            max,
+        }
     }
 
     pub(crate) fn try_acquire(&self) -> Option<Permit<'_>> {
@@ -41,7 +44,10 @@ impl Admission {
             if current >= self.max {
                 return None;
             }
-            match self.active.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .active
+                .compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return Some(Permit(self)),
                 Err(actual) => current = actual,
             }
@@ -73,7 +79,11 @@ static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
 fn new_session_id() -> Arc<str> {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(SESSION_COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     format!("ws-{:012x}", hasher.finish() & 0xffff_ffff_ffff).into()
 }
 
@@ -83,13 +93,24 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
     let refuse = |code: ErrorCode, message: String, reason: &'static str| {
         let session_id = session_id.clone();
         async move {
-            let error = ServerMessage::Error { code, message: &message }.to_json();
-            let end = ServerMessage::SessionEnd { session_id: &session_id, reason }.to_json();
+            let error = ServerMessage::Error {
+                code,
+                message: &message,
+            }
+            .to_json();
+            let end = ServerMessage::SessionEnd {
+                session_id: &session_id,
+                reason,
+            }
+            .to_json();
             (error, end)
         }
     };
     let Some(_permit) = state.admission.try_acquire() else {
-        let message = format!("the server is at its limit of {} concurrent sessions", state.config.max_sessions);
+        let message = format!(
+            "the server is at its limit of {} concurrent sessions",
+            state.config.max_sessions
+        );
         let (error, end) = refuse(ErrorCode::Overloaded, message, "overloaded").await;
         tracing::warn!(session_id = %session_id, "Refused a session: at the session limit.");
         let _ = sink.send(Message::Text(error.into())).await;
@@ -121,7 +142,12 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
     tracing::info!(session_id = %session_id, voice = %voice.id, legacy = request.legacy, "Session started.");
     let cancel = CancelSource::new();
     let (tx, rx) = mpsc::channel(64);
-    let reader = tokio::spawn(reader::read_loop(stream, tx, cancel.clone(), state.config.clone()));
+    let reader = tokio::spawn(reader::read_loop(
+        stream,
+        tx,
+        cancel.clone(),
+        state.config.clone(),
+    ));
     let driver = Driver::new(DriverParts {
         state: state.clone(),
         sink,

@@ -13,12 +13,31 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 /// Something the server sent, as the client understood it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    SessionStart { session_id: String, voice: String, sample_rate: u64, frame_ms: u64 },
+    SessionStart {
+        session_id: String,
+        voice: String,
+        sample_rate: u64,
+        frame_ms: u64,
+    },
     /// One audio frame: its sequence number and its PCM bytes (base64-decoded or the binary payload).
-    Audio { sequence: u64, pcm: Vec<u8> },
-    UtteranceEnd { utterance_id: u64, frames: u64, reason: String, underruns: u64 },
-    SessionEnd { session_id: String, reason: String },
-    Error { code: String, message: String },
+    Audio {
+        sequence: u64,
+        pcm: Vec<u8>,
+    },
+    UtteranceEnd {
+        utterance_id: u64,
+        frames: u64,
+        reason: String,
+        underruns: u64,
+    },
+    SessionEnd {
+        session_id: String,
+        reason: String,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
     /// The server closed the connection.
     Closed,
     /// A JSON message of another type (kept whole).
@@ -55,18 +74,22 @@ pub struct StreamClient {
 impl StreamClient {
     /// Connects to a full URL such as `ws://127.0.0.1:8080/v1/stream?voice=espeak-en-us`.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let (socket, _) = connect_async(url).await.map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (socket, _) = connect_async(url)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
         Ok(Self { socket })
     }
 
     /// Sends a text message.
     pub async fn send_text(&mut self, text: &str, is_final: bool) -> Result<Instant, ClientError> {
-        self.send_json(json!({"type": "text", "text": text, "is_final": is_final})).await
+        self.send_json(json!({"type": "text", "text": text, "is_final": is_final}))
+            .await
     }
 
     /// Sends a control command (`PAUSE`, `RESUME`, `STOP`).
     pub async fn send_control(&mut self, command: &str) -> Result<Instant, ClientError> {
-        self.send_json(json!({"type": "control", "command": command})).await
+        self.send_json(json!({"type": "control", "command": command}))
+            .await
     }
 
     pub async fn send_json(&mut self, value: Value) -> Result<Instant, ClientError> {
@@ -75,7 +98,10 @@ impl StreamClient {
 
     /// Sends any WebSocket message (for malformed-input tests); returns when it was handed to the socket.
     pub async fn send_raw(&mut self, message: Message) -> Result<Instant, ClientError> {
-        self.socket.send(message).await.map_err(|e| ClientError::Send(e.to_string()))?;
+        self.socket
+            .send(message)
+            .await
+            .map_err(|e| ClientError::Send(e.to_string()))?;
         Ok(Instant::now())
     }
 
@@ -84,13 +110,19 @@ impl StreamClient {
         loop {
             let message = match tokio::time::timeout(limit, self.socket.next()).await {
                 Err(_) => return Err(ClientError::Timeout(limit)),
-                Ok(None) => return Ok(Received { event: Event::Closed, at: Instant::now() }),
+                Ok(None) => {
+                    return Ok(Received {
+                        event: Event::Closed,
+                        at: Instant::now(),
+                    });
+                }
                 Ok(Some(Err(e))) => {
                     return match e {
                         tokio_tungstenite::tungstenite::Error::ConnectionClosed
-                        | tokio_tungstenite::tungstenite::Error::AlreadyClosed => {
-                            Ok(Received { event: Event::Closed, at: Instant::now() })
-                        }
+                        | tokio_tungstenite::tungstenite::Error::AlreadyClosed => Ok(Received {
+                            event: Event::Closed,
+                            at: Instant::now(),
+                        }),
                         other => Err(ClientError::Receive(other.to_string())),
                     };
                 }
@@ -101,11 +133,17 @@ impl StreamClient {
                 Message::Text(text) => parse_event(text.as_str())?,
                 Message::Binary(bytes) => {
                     if bytes.len() < 8 {
-                        return Err(ClientError::Protocol(format!("binary message of {} bytes", bytes.len())));
+                        return Err(ClientError::Protocol(format!(
+                            "binary message of {} bytes",
+                            bytes.len()
+                        )));
                     }
                     let mut header = [0u8; 8];
                     header.copy_from_slice(&bytes[..8]);
-                    Event::Audio { sequence: u64::from_le_bytes(header), pcm: bytes[8..].to_vec() }
+                    Event::Audio {
+                        sequence: u64::from_le_bytes(header),
+                        pcm: bytes[8..].to_vec(),
+                    }
                 }
                 Message::Close(_) => Event::Closed,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
@@ -121,9 +159,15 @@ impl StreamClient {
 }
 
 fn parse_event(text: &str) -> Result<Event, ClientError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| ClientError::Protocol(format!("server sent bad JSON: {e}")))?;
-    let str_of = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ClientError::Protocol(format!("server sent bad JSON: {e}")))?;
+    let str_of = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let u64_of = |key: &str| value.get(key).and_then(Value::as_u64).unwrap_or_default();
     Ok(match value.get("type").and_then(Value::as_str) {
         Some("session_start") => Event::SessionStart {
@@ -136,7 +180,10 @@ fn parse_event(text: &str) -> Result<Event, ClientError> {
             let pcm = base64::engine::general_purpose::STANDARD
                 .decode(str_of("pcm"))
                 .map_err(|e| ClientError::Protocol(format!("audio pcm is not base64: {e}")))?;
-            Event::Audio { sequence: u64_of("sequence"), pcm }
+            Event::Audio {
+                sequence: u64_of("sequence"),
+                pcm,
+            }
         }
         Some("utterance_end") => Event::UtteranceEnd {
             utterance_id: u64_of("utterance_id"),
@@ -144,8 +191,14 @@ fn parse_event(text: &str) -> Result<Event, ClientError> {
             reason: str_of("reason"),
             underruns: u64_of("underruns"),
         },
-        Some("session_end") => Event::SessionEnd { session_id: str_of("session_id"), reason: str_of("reason") },
-        Some("error") => Event::Error { code: str_of("code"), message: str_of("message") },
+        Some("session_end") => Event::SessionEnd {
+            session_id: str_of("session_id"),
+            reason: str_of("reason"),
+        },
+        Some("error") => Event::Error {
+            code: str_of("code"),
+            message: str_of("message"),
+        },
         _ => Event::Other(value),
     })
 }

@@ -15,7 +15,11 @@ pub fn rms_dbfs(samples: &[i16]) -> f64 {
     }
     let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
     let rms = (sum / samples.len() as f64).sqrt();
-    if rms < 1e-9 { -120.0 } else { (20.0 * (rms / 32768.0).log10()).max(-120.0) }
+    if rms < 1e-9 {
+        -120.0
+    } else {
+        (20.0 * (rms / 32768.0).log10()).max(-120.0)
+    }
 }
 
 /// Percentile by linear interpolation between closest ranks (numpy's default), `None` without data.
@@ -47,7 +51,9 @@ mod tests {
     #[test]
     fn rms_of_silence_and_full_scale() {
         assert_eq!(rms_dbfs(&[0; 100]), -120.0);
-        let square: Vec<i16> = (0..100).map(|i| if i % 2 == 0 { 32767 } else { -32767 }).collect();
+        let square: Vec<i16> = (0..100)
+            .map(|i| if i % 2 == 0 { 32767 } else { -32767 })
+            .collect();
         assert!(rms_dbfs(&square).abs() < 0.01);
     }
 }

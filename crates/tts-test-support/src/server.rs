@@ -23,7 +23,13 @@ impl ServerProcess {
     pub fn start(binary: &str, workdir: &Path, extra: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(binary)
             .current_dir(workdir)
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -56,11 +62,19 @@ impl ServerProcess {
                 Err(_) => {
                     let _ = child.kill();
                     let logs: Vec<String> = logs.try_iter().collect();
-                    return Err(format!("ttsd did not announce its addresses; logs:\n{}", logs.join("\n")));
+                    return Err(format!(
+                        "ttsd did not announce its addresses; logs:\n{}",
+                        logs.join("\n")
+                    ));
                 }
             };
             if let Some((ws, admin)) = parse_announcement(&line) {
-                return Ok(Self { child, ws_base: ws, admin_base: admin, logs });
+                return Ok(Self {
+                    child,
+                    ws_base: ws,
+                    admin_base: admin,
+                    logs,
+                });
             }
         }
     }
@@ -78,7 +92,9 @@ impl ServerProcess {
     /// Sends SIGTERM and waits for the process to exit, returning its exit code.
     pub fn terminate(mut self, wait: Duration) -> Option<i32> {
         // SAFETY-free: `kill -TERM` through the shell keeps this crate free of unsafe code.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = std::time::Instant::now() + wait;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -119,7 +135,9 @@ mod tests {
     #[test]
     fn parses_the_ready_line() {
         assert_eq!(
-            parse_announcement("ttsd ready: stream=ws://127.0.0.1:4000/v1/stream admin=http://127.0.0.1:4001"),
+            parse_announcement(
+                "ttsd ready: stream=ws://127.0.0.1:4000/v1/stream admin=http://127.0.0.1:4001"
+            ),
             Some(("ws://127.0.0.1:4000".into(), "http://127.0.0.1:4001".into()))
         );
         assert_eq!(parse_announcement("something else"), None);

@@ -164,8 +164,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         print_level(&report);
         levels.push(report);
     }
-    let report =
-        Report { machine, url, voice: args.voice.clone(), duration_seconds: args.duration_seconds, levels };
+    let report = Report {
+        machine,
+        url,
+        voice: args.voice.clone(),
+        duration_seconds: args.duration_seconds,
+        levels,
+    };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -179,14 +184,23 @@ async fn start_in_process(args: &BenchArgs) -> anyhow::Result<(String, tokio::ta
     if let Some(threads) = args.threads {
         config.engine.threads = threads;
     }
-    config.gateway.max_sessions = config.gateway.max_sessions.max(args.sessions.iter().copied().max().unwrap_or(1));
+    config.gateway.max_sessions = config
+        .gateway
+        .max_sessions
+        .max(args.sessions.iter().copied().max().unwrap_or(1));
     let voice = args.voice.clone().unwrap_or(config.server.default_voice.clone());
     config.server.default_voice = voice.clone();
     let engine_config = config.clone();
     let (catalog, pool) =
         tokio::task::spawn_blocking(move || crate::serve::start_engines(&engine_config, &voice)).await??;
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let gateway = tts_gateway::Gateway::new(config.gateway.clone(), catalog, pool, &config.server.default_voice, rx)?;
+    let gateway = tts_gateway::Gateway::new(
+        config.gateway.clone(),
+        catalog,
+        pool,
+        &config.server.default_voice,
+        rx,
+    )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let handle = tokio::spawn(async move {
@@ -221,7 +235,13 @@ async fn run_level(url: &str, sessions: usize, args: &BenchArgs) -> Samples {
     total
 }
 
-async fn run_session(url: &str, index: usize, barge_in_every: u64, deadline: Instant, count_from: Instant) -> Samples {
+async fn run_session(
+    url: &str,
+    index: usize,
+    barge_in_every: u64,
+    deadline: Instant,
+    count_from: Instant,
+) -> Samples {
     let mut samples = Samples::default();
     let Ok(mut client) = StreamClient::connect(url).await else {
         samples.errors += 1;
@@ -284,7 +304,9 @@ async fn run_session(url: &str, index: usize, barge_in_every: u64, deadline: Ins
                         }
                     }
                 }
-                Event::UtteranceEnd { reason, underruns, .. } => {
+                Event::UtteranceEnd {
+                    reason, underruns, ..
+                } => {
                     local.underruns += underruns;
                     local.utterances += 1;
                     let audio = frames as f64 * 0.02;
@@ -293,7 +315,9 @@ async fn run_session(url: &str, index: usize, barge_in_every: u64, deadline: Ins
                         local.barge_in_ms.push(ms(received.at - stop_at));
                         local.frames_after_stop.push(after_stop as f64);
                     } else if reason == "completed" && audio > 0.0 {
-                        local.delivery_rtf.push((received.at - sent_at).as_secs_f64() / audio);
+                        local
+                            .delivery_rtf
+                            .push((received.at - sent_at).as_secs_f64() / audio);
                     }
                     break;
                 }
@@ -368,7 +392,11 @@ fn print_level(r: &LevelReport) {
 fn machine_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpu}, {cores} cores")

@@ -87,9 +87,10 @@ impl EngineConfig {
     pub(crate) fn settings(&self) -> tts_core::engine::EngineSettings {
         tts_core::engine::EngineSettings {
             onnx_intra_threads: self.onnx_intra_threads,
-            piper_noise: self
-                .piper_noise_scale
-                .map(|n| tts_core::engine::PiperNoise { noise_scale: n, noise_w: n }),
+            piper_noise: self.piper_noise_scale.map(|n| tts_core::engine::PiperNoise {
+                noise_scale: n,
+                noise_w: n,
+            }),
         }
     }
 
@@ -120,13 +121,19 @@ pub(crate) struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Json, filter: "info".into() }
+        Self {
+            format: LogFormat::Json,
+            filter: "info".into(),
+        }
     }
 }
 
 impl Config {
     /// Reads `path` (if any), applies `TTSD_*` variables from `env`, and validates.
-    pub(crate) fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+    pub(crate) fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         let mut table = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -137,7 +144,9 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table).try_into().context("invalid configuration")?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration")?;
         config.validate()?;
         Ok(config)
     }
@@ -153,12 +162,19 @@ impl Config {
         if self.server.default_voice.trim().is_empty() {
             problems.push("server.default_voice must name a voice".into());
         }
-        for (name, addr) in [("server.listen", &self.server.listen), ("server.admin_listen", &self.server.admin_listen)] {
+        for (name, addr) in [
+            ("server.listen", &self.server.listen),
+            ("server.admin_listen", &self.server.admin_listen),
+        ] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 problems.push(format!("{name} {addr:?} is not an IP:port address"));
             }
         }
-        if problems.is_empty() { Ok(()) } else { bail!("invalid configuration:\n  - {}", problems.join("\n  - ")) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
+        }
     }
 
     /// The commented example file: the defaults, as TOML.
@@ -179,7 +195,9 @@ impl Config {
 /// parse (numbers, booleans, quoted strings) and as plain strings otherwise.
 fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
     for (key, raw) in env {
-        let Some(path) = key.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         let [section, field] = parts.as_slice() else {
             bail!("environment variable {key} must look like TTSD_<SECTION>__<FIELD>");
@@ -188,7 +206,9 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.clone()));
-        let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(section_table) = entry else {
             bail!("{section} in the config file is not a table, so {key} cannot set a field in it");
         };
@@ -202,7 +222,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -213,7 +236,10 @@ mod tests {
             std::fs::write(&path, &expected).unwrap();
         }
         let actual = std::fs::read_to_string(&path).unwrap_or_default();
-        assert_eq!(actual, expected, "config.example.toml drifted: run TTSD_REGENERATE_EXAMPLE=1 cargo test -p ttsd config_example");
+        assert_eq!(
+            actual, expected,
+            "config.example.toml drifted: run TTSD_REGENERATE_EXAMPLE=1 cargo test -p ttsd config_example"
+        );
         let parsed = Config::load(Some(&path), Vec::new()).unwrap();
         assert_eq!(parsed, Config::default());
     }
@@ -241,10 +267,16 @@ mod tests {
         assert!(format!("{err:#}").contains("max_sesions"), "{err:#}");
         let err = Config::load(
             None,
-            env(&[("TTSD_GATEWAY__MAX_SESSIONS", "0"), ("TTSD_SERVER__LISTEN", "nowhere")]),
+            env(&[
+                ("TTSD_GATEWAY__MAX_SESSIONS", "0"),
+                ("TTSD_SERVER__LISTEN", "nowhere"),
+            ]),
         )
         .unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("max_sessions") && text.contains("nowhere"), "all problems at once: {text}");
+        assert!(
+            text.contains("max_sessions") && text.contains("nowhere"),
+            "all problems at once: {text}"
+        );
     }
 }

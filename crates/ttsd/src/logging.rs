@@ -8,9 +8,16 @@ use crate::config::{LogFormat, LoggingConfig};
 pub(crate) fn init(config: &LoggingConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.filter)
         .map_err(|e| anyhow::anyhow!("logging.filter {:?} is not a valid filter: {e}", config.filter))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))

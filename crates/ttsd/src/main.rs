@@ -74,9 +74,15 @@ fn list_voices(args: VoicesArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&voices)?);
         return Ok(());
     }
-    println!("{:<28} {:<8} {:<12} {:>11}", "VOICE", "ENGINE", "LANGUAGE", "SAMPLE_RATE");
+    println!(
+        "{:<28} {:<8} {:<12} {:>11}",
+        "VOICE", "ENGINE", "LANGUAGE", "SAMPLE_RATE"
+    );
     for voice in catalog.iter() {
-        println!("{:<28} {:<8} {:<12} {:>11}", voice.id, voice.engine, voice.language, voice.sample_rate);
+        println!(
+            "{:<28} {:<8} {:<12} {:>11}",
+            voice.id, voice.engine, voice.language, voice.sample_rate
+        );
     }
     Ok(())
 }

@@ -45,9 +45,10 @@ pub(crate) fn run(args: SayArgs) -> anyhow::Result<()> {
     crate::logging::init(&config.logging)?;
     let (text, progress) = match (&args.text, &args.file) {
         (Some(text), None) => (text.clone(), false),
-        (None, Some(file)) => {
-            (std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?, true)
-        }
+        (None, Some(file)) => (
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?,
+            true,
+        ),
         _ => bail!("give the text as an argument or with --file"),
     };
     if text.trim().is_empty() {
@@ -70,13 +71,16 @@ pub(crate) fn run(args: SayArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     for (index, chunk) in chunks.iter().enumerate() {
         let mut failed = None;
-        engine.synthesize(&chunk.text, &mut |pcm| match resampler.process(pcm, &mut samples) {
-            Ok(()) => Flow::Continue,
-            Err(e) => {
-                failed = Some(e);
-                Flow::Stop
-            }
-        })?;
+        engine.synthesize(
+            &chunk.text,
+            &mut |pcm| match resampler.process(pcm, &mut samples) {
+                Ok(()) => Flow::Continue,
+                Err(e) => {
+                    failed = Some(e);
+                    Flow::Stop
+                }
+            },
+        )?;
         if let Some(error) = failed {
             return Err(error.into());
         }
@@ -103,8 +107,13 @@ pub(crate) fn run(args: SayArgs) -> anyhow::Result<()> {
 
 fn draw_progress(done: usize, total: usize) {
     const WIDTH: usize = 40;
-    let filled = if total == 0 { WIDTH } else { done * WIDTH / total };
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
     let mut err = std::io::stderr();
-    let _ = write!(err, "\r[{}{}] {done}/{total} chunks", "#".repeat(filled), "-".repeat(WIDTH - filled));
+    let _ = write!(
+        err,
+        "\r[{}{}] {done}/{total} chunks",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled)
+    );
     let _ = err.flush();
 }

@@ -78,19 +78,23 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Builds the catalog and the pool, and warms `voice` on every engine thread.
 pub(crate) fn start_engines(config: &Config, voice: &str) -> anyhow::Result<(Arc<VoiceCatalog>, Arc<Pool>)> {
     let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
-    if catalog.iter().any(|v| v.engine == EngineKind::Piper) {
-        if let Err(error) = init_onnx_runtime(&config.engine.onnx_runtime_path) {
-            tracing::warn!(error = %error, "Piper voices are unavailable.");
-        }
+    if catalog.iter().any(|v| v.engine == EngineKind::Piper)
+        && let Err(error) = init_onnx_runtime(&config.engine.onnx_runtime_path)
+    {
+        tracing::warn!(error = %error, "Piper voices are unavailable.");
     }
-    let wanted = catalog.get(voice).context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?.clone();
+    let wanted = catalog
+        .get(voice)
+        .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
+        .clone();
     let pool = Arc::new(Pool::start(PoolConfig {
         threads: config.engine.thread_count(),
         queue_capacity: config.engine.queue_capacity,
         engine: config.engine.settings(),
     })?);
     let started = std::time::Instant::now();
-    pool.warm(&wanted).with_context(|| format!("cannot load and warm voice {}", wanted.id))?;
+    pool.warm(&wanted)
+        .with_context(|| format!("cannot load and warm voice {}", wanted.id))?;
     tracing::info!(voice = %wanted.id, warm_ms = started.elapsed().as_millis() as u64, "Voice loaded and warmed.");
     Ok((catalog, pool))
 }
@@ -105,10 +109,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let admin_addr = admin.local_addr()?;
     let engine_config = config.clone();
     let voice = config.server.default_voice.clone();
-    let (catalog, pool) = tokio::task::spawn_blocking(move || start_engines(&engine_config, &voice)).await??;
+    let (catalog, pool) =
+        tokio::task::spawn_blocking(move || start_engines(&engine_config, &voice)).await??;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let gateway =
-        Gateway::new(config.gateway.clone(), catalog, pool.clone(), &config.server.default_voice, shutdown_rx)?;
+    let gateway = Gateway::new(
+        config.gateway.clone(),
+        catalog,
+        pool.clone(),
+        &config.server.default_voice,
+        shutdown_rx,
+    )?;
     let addr = listener.local_addr()?;
     let admin_task = tokio::spawn(async move {
         let router = axum::Router::new().route("/liveness", axum::routing::get(|| async { "ok\n" }));
@@ -127,7 +137,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     match tokio::time::timeout(grace, server).await {
         Ok(joined) => joined??,
-        Err(_) => tracing::warn!(grace_seconds = grace.as_secs(), "Sessions did not end within the grace period."),
+        Err(_) => tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "Sessions did not end within the grace period."
+        ),
     }
     admin_task.abort();
     tokio::task::spawn_blocking(move || pool.shutdown()).await?;
@@ -137,7 +150,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         // Without signal handlers the server can still be killed; it just cannot drain.
         std::future::pending::<()>().await;
         return;

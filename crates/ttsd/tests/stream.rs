@@ -1,5 +1,7 @@
+#![allow(clippy::unwrap_used)]
 //! End-to-end: the real `ttsd serve` binary over real sockets, with a client that keeps its own clocks.
 
+#[path = "support/common.rs"]
 mod common;
 
 use std::process::Command;
@@ -15,7 +17,15 @@ const FOX: &str = "The quick brown fox jumps over the lazy dog.";
 async fn check_speech_matches_engine(voice: &str, reference_seconds: f64) {
     let server = start(&["--voice", voice]);
     let (mut client, start) = connect(&server, "/v1/stream").await;
-    let Event::SessionStart { sample_rate, frame_ms, voice: announced, .. } = start else { unreachable!() };
+    let Event::SessionStart {
+        sample_rate,
+        frame_ms,
+        voice: announced,
+        ..
+    } = start
+    else {
+        unreachable!()
+    };
     assert_eq!((sample_rate, frame_ms, announced.as_str()), (48_000, 20, voice));
     client.send_text(FOX, true).await.unwrap();
     let utterance = read_utterance(&mut client).await;
@@ -23,17 +33,32 @@ async fn check_speech_matches_engine(voice: &str, reference_seconds: f64) {
     let Some(Event::UtteranceEnd { frames, reason, .. }) = &utterance.end else {
         panic!("no utterance_end: {:?}", utterance.end)
     };
-    assert_eq!((*frames as usize, reason.as_str()), (utterance.frames.len(), "completed"));
+    assert_eq!(
+        (*frames as usize, reason.as_str()),
+        (utterance.frames.len(), "completed")
+    );
     let level = rms_dbfs(&utterance.samples());
-    assert!(level > -35.0, "{voice}: audio is not speech-level ({level:.1} dBFS)");
+    assert!(
+        level > -35.0,
+        "{voice}: audio is not speech-level ({level:.1} dBFS)"
+    );
     let ratio = utterance.seconds() / reference_seconds;
-    assert!((0.7..=1.3).contains(&ratio), "{voice}: {:.2} s streamed vs {reference_seconds:.2} s from the engine", utterance.seconds());
+    assert!(
+        (0.7..=1.3).contains(&ratio),
+        "{voice}: {:.2} s streamed vs {reference_seconds:.2} s from the engine",
+        utterance.seconds()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn espeak_streams_exact_frames_of_speech_as_long_as_espeak_ng_itself() {
     let wav = temp_path("espeak-cli.wav");
-    let status = Command::new("espeak-ng").args(["-v", "en-us", "-w"]).arg(&wav).arg(FOX).status().unwrap();
+    let status = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-w"])
+        .arg(&wav)
+        .arg(FOX)
+        .status()
+        .unwrap();
     assert!(status.success());
     check_speech_matches_engine(ESPEAK, wav_seconds(&wav)).await;
     let _ = std::fs::remove_file(wav);
@@ -42,8 +67,17 @@ async fn espeak_streams_exact_frames_of_speech_as_long_as_espeak_ng_itself() {
 #[tokio::test(flavor = "multi_thread")]
 async fn piper_streams_exact_frames_of_speech_as_long_as_the_voice_offline() {
     let wav = temp_path("piper-say.wav");
-    let status = Command::new(env!("CARGO_BIN_EXE_ttsd")).current_dir(root()).args(["say", "--voice", PIPER, "-o"]).arg(&wav).arg(FOX).status().unwrap();
-    assert!(status.success(), "ttsd say with the Piper voice (run scripts/fetch-assets.sh)");
+    let status = Command::new(env!("CARGO_BIN_EXE_ttsd"))
+        .current_dir(root())
+        .args(["say", "--voice", PIPER, "-o"])
+        .arg(&wav)
+        .arg(FOX)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "ttsd say with the Piper voice (run scripts/fetch-assets.sh)"
+    );
     check_speech_matches_engine(PIPER, wav_seconds(&wav)).await;
     let _ = std::fs::remove_file(wav);
 }
@@ -63,10 +97,17 @@ async fn frames_are_paced_at_20_ms_after_the_lead() {
         f.at.duration_since(first) + Duration::from_millis(40) < due.duration_since(first)
             || f.at > due + Duration::from_millis(60)
     });
-    assert_eq!(late.count(), 0, "frames strayed more than the tolerance from the 20 ms clock");
+    assert_eq!(
+        late.count(),
+        0,
+        "frames strayed more than the tolerance from the 20 ms clock"
+    );
     let total = frames.last().unwrap().at.duration_since(first).as_secs_f64();
     let expected = (frames.len() - 4) as f64 * 0.02;
-    assert!((total - expected).abs() < 0.1, "paced over {total:.2} s, expected {expected:.2} s");
+    assert!(
+        (total - expected).abs() < 0.1,
+        "paced over {total:.2} s, expected {expected:.2} s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,7 +134,9 @@ async fn pause_holds_frames_and_resume_continues_without_loss() {
             Err(_) => break,
             Ok(r) if matches!(r.event, Event::Audio { .. }) => {
                 during += 1;
-                let Event::Audio { sequence, pcm } = r.event else { unreachable!() };
+                let Event::Audio { sequence, pcm } = r.event else {
+                    unreachable!()
+                };
                 before.push((sequence, pcm));
                 assert!(during <= 1, "frames kept coming while paused");
             }
@@ -102,7 +145,14 @@ async fn pause_holds_frames_and_resume_continues_without_loss() {
     }
     client.send_control("RESUME").await.unwrap();
     let rest = read_utterance(&mut client).await;
-    let mut all: Vec<_> = before.into_iter().map(|(sequence, pcm)| Frame { sequence, pcm, at: rest.frames[0].at }).collect();
+    let mut all: Vec<_> = before
+        .into_iter()
+        .map(|(sequence, pcm)| Frame {
+            sequence,
+            pcm,
+            at: rest.frames[0].at,
+        })
+        .collect();
     all.extend(rest.frames.clone());
     assert_frames_well_formed(&all, 1);
     assert!(matches!(&rest.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"));
@@ -125,12 +175,21 @@ async fn stop_yields_at_most_one_frame_then_stopped_and_the_session_goes_on() {
     }
     let stop_sent = client.send_control("STOP").await.unwrap();
     let after = read_utterance(&mut client).await;
-    assert!(after.frames.len() <= 1, "{} frames after STOP", after.frames.len());
-    let Some(Event::UtteranceEnd { reason, frames, .. }) = &after.end else { panic!("{:?}", after.end) };
+    assert!(
+        after.frames.len() <= 1,
+        "{} frames after STOP",
+        after.frames.len()
+    );
+    let Some(Event::UtteranceEnd { reason, frames, .. }) = &after.end else {
+        panic!("{:?}", after.end)
+    };
     assert_eq!(reason, "stopped");
     assert_eq!(*frames as usize, 10 + after.frames.len());
     let ended_at = client.next(Duration::from_millis(300)).await;
-    assert!(ended_at.is_err(), "nothing more after utterance_end: {ended_at:?}");
+    assert!(
+        ended_at.is_err(),
+        "nothing more after utterance_end: {ended_at:?}"
+    );
     let _ = stop_sent;
     // The next text in the same session plays normally, and sequences stay contiguous.
     client.send_text("Hello again.", true).await.unwrap();
@@ -161,15 +220,24 @@ async fn bad_messages_get_the_documented_error_and_the_session_keeps_working() {
     client.send_json(json!({"type": "dance"})).await.unwrap();
     let message = expect_error(&mut client, "INVALID_MESSAGE").await;
     assert!(message.contains("dance"), "{message}");
-    client.send_json(json!({"type": "config", "voice": "klingon-9000"})).await.unwrap();
+    client
+        .send_json(json!({"type": "config", "voice": "klingon-9000"}))
+        .await
+        .unwrap();
     let message = expect_error(&mut client, "UNKNOWN_VOICE").await;
-    assert!(message.contains("espeak-en-us"), "lists available voices: {message}");
+    assert!(
+        message.contains("espeak-en-us"),
+        "lists available voices: {message}"
+    );
     client.send_text(&"a".repeat(10_001), true).await.unwrap();
     expect_error(&mut client, "TEXT_TOO_LONG").await;
     let big = json!({"type": "text", "text": "b".repeat(2 * 1024 * 1024)}).to_string();
     client.send_raw(Message::Text(big.into())).await.unwrap();
     expect_error(&mut client, "MESSAGE_TOO_LARGE").await;
-    client.send_raw(Message::Binary(vec![0xde, 0xad, 0xbe, 0xef].into())).await.unwrap();
+    client
+        .send_raw(Message::Binary(vec![0xde, 0xad, 0xbe, 0xef].into()))
+        .await
+        .unwrap();
     expect_error(&mut client, "INVALID_MESSAGE").await;
     client.send_control("STOP").await.unwrap();
     expect_error(&mut client, "INVALID_MESSAGE").await;
@@ -179,7 +247,11 @@ async fn bad_messages_get_the_documented_error_and_the_session_keeps_working() {
     client.send_text(&"word ".repeat(2_000), true).await.unwrap();
     client.send_control("STOP").await.unwrap();
     let stopped = read_utterance(&mut client).await;
-    assert!(matches!(&stopped.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "stopped"), "{:?}", stopped.end);
+    assert!(
+        matches!(&stopped.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "stopped"),
+        "{:?}",
+        stopped.end
+    );
     client.send_text(FOX, true).await.unwrap();
     let utterance = read_utterance(&mut client).await;
     assert!(matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"));
@@ -209,13 +281,18 @@ async fn a_flood_of_bad_messages_ends_only_that_session() {
     assert_eq!(ended.as_deref(), Some("too_many_errors"));
     let utterance = read_utterance(&mut good).await;
     assert_frames_well_formed(&utterance.frames, 1);
-    assert!(matches!(&utterance.end, Some(Event::UtteranceEnd { reason, underruns: 0, .. }) if reason == "completed"));
+    assert!(
+        matches!(&utterance.end, Some(Event::UtteranceEnd { reason, underruns: 0, .. }) if reason == "completed")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_sessions_at_once_get_exactly_their_own_audio() {
     let server = start_repeatable_piper();
-    let texts = ["The first session speaks about apples and pears.", "A second voice reads numbers: one, two, three, four."];
+    let texts = [
+        "The first session speaks about apples and pears.",
+        "A second voice reads numbers: one, two, three, four.",
+    ];
     let mut alone = Vec::new();
     for text in texts {
         let (mut client, _) = connect(&server, "/v1/stream").await;
@@ -238,21 +315,36 @@ async fn sessions_over_the_limit_are_refused_with_overloaded() {
     let server = start_espeak(&["--max-sessions", "2"]);
     let (_a, _) = connect(&server, "/v1/stream").await;
     let (_b, _) = connect(&server, "/v1/stream").await;
-    let mut c = tts_test_support::StreamClient::connect(&server.url("/v1/stream")).await.unwrap();
+    let mut c = tts_test_support::StreamClient::connect(&server.url("/v1/stream"))
+        .await
+        .unwrap();
     let first = c.next(WAIT).await.unwrap().event;
-    assert!(matches!(&first, Event::Error { code, .. } if code == "OVERLOADED"), "{first:?}");
+    assert!(
+        matches!(&first, Event::Error { code, .. } if code == "OVERLOADED"),
+        "{first:?}"
+    );
     let second = c.next(WAIT).await.unwrap().event;
-    assert!(matches!(&second, Event::SessionEnd { reason, .. } if reason == "overloaded"), "{second:?}");
+    assert!(
+        matches!(&second, Event::SessionEnd { reason, .. } if reason == "overloaded"),
+        "{second:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_voice_on_connect_is_an_error_listing_voices_not_a_fallback() {
     let server = start_espeak(&[]);
-    let mut client = tts_test_support::StreamClient::connect(&server.url("/v1/stream?voice=nope")).await.unwrap();
+    let mut client = tts_test_support::StreamClient::connect(&server.url("/v1/stream?voice=nope"))
+        .await
+        .unwrap();
     let first = client.next(WAIT).await.unwrap().event;
-    let Event::Error { code, message } = first else { panic!("{first:?}") };
+    let Event::Error { code, message } = first else {
+        panic!("{first:?}")
+    };
     assert_eq!(code, "UNKNOWN_VOICE");
-    assert!(message.contains("espeak-en-us") && message.contains("nope"), "{message}");
+    assert!(
+        message.contains("espeak-en-us") && message.contains("nope"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -269,16 +361,30 @@ async fn binary_encoding_carries_sequence_and_pcm() {
 async fn streaming_text_pieces_form_one_utterance_and_voice_can_change_between_utterances() {
     let server = start_espeak(&[]);
     let (mut client, _) = connect(&server, "/v1/stream").await;
-    client.send_text("Hello there, this sentence arrives", false).await.unwrap();
+    client
+        .send_text("Hello there, this sentence arrives", false)
+        .await
+        .unwrap();
     client.send_text(" in three pieces", false).await.unwrap();
     client.send_text(" and ends here.", true).await.unwrap();
     let first = read_utterance(&mut client).await;
-    assert!(matches!(&first.end, Some(Event::UtteranceEnd { utterance_id: 1, reason, .. }) if reason == "completed"));
-    client.send_json(json!({"type": "config", "voice": "espeak-en-gb"})).await.unwrap();
+    assert!(
+        matches!(&first.end, Some(Event::UtteranceEnd { utterance_id: 1, reason, .. }) if reason == "completed")
+    );
+    client
+        .send_json(json!({"type": "config", "voice": "espeak-en-gb"}))
+        .await
+        .unwrap();
     client.send_text("Now in another accent.", true).await.unwrap();
     let second = read_utterance(&mut client).await;
-    assert!(second.others.is_empty(), "no error for a valid voice change: {:?}", second.others);
-    assert!(matches!(&second.end, Some(Event::UtteranceEnd { utterance_id: 2, reason, .. }) if reason == "completed"));
+    assert!(
+        second.others.is_empty(),
+        "no error for a valid voice change: {:?}",
+        second.others
+    );
+    assert!(
+        matches!(&second.end, Some(Event::UtteranceEnd { utterance_id: 2, reason, .. }) if reason == "completed")
+    );
     assert_frames_well_formed(&second.frames, first.frames.len() as u64 + 1);
 }
 
@@ -292,7 +398,11 @@ async fn original_protocol_clients_at_root_see_only_original_messages() {
         match client.next(Duration::from_millis(1500)).await {
             Err(_) => break,
             Ok(received) => match received.event {
-                Event::Audio { sequence, pcm } => frames.push(Frame { sequence, pcm, at: received.at }),
+                Event::Audio { sequence, pcm } => frames.push(Frame {
+                    sequence,
+                    pcm,
+                    at: received.at,
+                }),
                 other => panic!("original clients must not receive {other:?}"),
             },
         }
@@ -303,10 +413,18 @@ async fn original_protocol_clients_at_root_see_only_original_messages() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_sessions_end_with_a_reason() {
-    let server = start(&["--voice", ESPEAK, "--config", &write_config("[gateway]\nidle_timeout_seconds = 1\n")]);
+    let server = start(&[
+        "--voice",
+        ESPEAK,
+        "--config",
+        &write_config("[gateway]\nidle_timeout_seconds = 1\n"),
+    ]);
     let (mut client, _) = connect(&server, "/v1/stream").await;
     let event = client.next(Duration::from_secs(5)).await.unwrap().event;
-    assert!(matches!(&event, Event::SessionEnd { reason, .. } if reason == "idle_timeout"), "{event:?}");
+    assert!(
+        matches!(&event, Event::SessionEnd { reason, .. } if reason == "idle_timeout"),
+        "{event:?}"
+    );
 }
 
 fn write_config(text: &str) -> String {

@@ -34,14 +34,19 @@ thread_local! {
 
 /// Locks libespeak-ng, initialising it on first use.
 fn lock() -> Result<MutexGuard<'static, Option<Result<Espeak, String>>>, EngineError> {
-    let mut guard = ESPEAK.lock().map_err(|_| EngineError::Espeak("espeak-ng lock poisoned".into()))?;
+    let mut guard = ESPEAK
+        .lock()
+        .map_err(|_| EngineError::Espeak("espeak-ng lock poisoned".into()))?;
     if guard.is_none() {
         // SAFETY: called once, under the lock; a null path makes espeak-ng use its compiled-in data path.
         let rate = unsafe { ffi::espeak_Initialize(ffi::AUDIO_OUTPUT_SYNCHRONOUS, 20, ptr::null(), 0) };
         let state = if rate > 0 {
             // SAFETY: `synth_callback` has the C signature espeak-ng expects and lives for the program.
             unsafe { ffi::espeak_SetSynthCallback(synth_callback) };
-            Ok(Espeak { sample_rate: rate as u32, voice: None })
+            Ok(Espeak {
+                sample_rate: rate as u32,
+                voice: None,
+            })
         } else {
             Err("espeak_Initialize failed: is espeak-ng-data installed?".to_owned())
         };
@@ -76,7 +81,9 @@ fn select_voice(espeak: &mut Espeak, name: &str) -> Result<(), EngineError> {
 }
 
 unsafe extern "C" fn synth_callback(wav: *mut c_short, numsamples: c_int, _events: *mut c_void) -> c_int {
-    let Some(sink) = SINK.with(Cell::get) else { return 1 };
+    let Some(sink) = SINK.with(Cell::get) else {
+        return 1;
+    };
     if wav.is_null() || numsamples <= 0 {
         return 0;
     }
@@ -94,7 +101,9 @@ unsafe extern "C" fn synth_callback(wav: *mut c_short, numsamples: c_int, _event
 /// The voices espeak-ng has installed, one per language, as `espeak-<language>`.
 pub fn espeak_voices() -> Vec<VoiceInfo> {
     let Ok(mut guard) = lock() else { return Vec::new() };
-    let Ok(espeak) = state(&mut guard) else { return Vec::new() };
+    let Ok(espeak) = state(&mut guard) else {
+        return Vec::new();
+    };
     let sample_rate = espeak.sample_rate;
     let mut voices = Vec::new();
     // SAFETY: a null spec lists all voices; the array is owned by espeak-ng, NULL-terminated, and valid
@@ -110,16 +119,32 @@ pub fn espeak_voices() -> Vec<VoiceInfo> {
         // and `identifier` is a C string naming the voice file (e.g. `gmw/en-US`).
         let (language, identifier) = unsafe {
             let langs = (*entry).languages;
-            let language = if langs.is_null() || *langs == 0 { None } else { Some(CStr::from_ptr(langs.add(1))) };
+            let language = if langs.is_null() || *langs == 0 {
+                None
+            } else {
+                Some(CStr::from_ptr(langs.add(1)))
+            };
             let ident = (*entry).identifier;
-            (language, if ident.is_null() { None } else { Some(CStr::from_ptr(ident)) })
+            (
+                language,
+                if ident.is_null() {
+                    None
+                } else {
+                    Some(CStr::from_ptr(ident))
+                },
+            )
         };
-        let language = language.and_then(|l| l.to_str().ok()).map(str::to_ascii_lowercase);
+        let language = language
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_ascii_lowercase);
         let identifier = identifier.and_then(|i| i.to_str().ok());
         if let (Some(language), Some(identifier)) = (language, identifier) {
             // Variants (`mb-*`) need separately installed mbrola voices; skip them.
             let id = format!("espeak-{language}");
-            if !language.is_empty() && !identifier.starts_with("mb/") && !voices.iter().any(|v: &VoiceInfo| v.id == id) {
+            if !language.is_empty()
+                && !identifier.starts_with("mb/")
+                && !voices.iter().any(|v: &VoiceInfo| v.id == id)
+            {
                 voices.push(VoiceInfo {
                     id,
                     engine: EngineKind::Espeak,
@@ -153,26 +178,48 @@ pub fn phonemize_ipa(text: &str, voice: &str) -> Result<Vec<String>, EngineError
         // SAFETY: cursor points into c_text (NUL-terminated, alive for this loop); espeak-ng advances it past
         // one clause per call and sets it to NULL at the end.
         let phonemes = unsafe {
-            ffi::espeak_TextToPhonemes(&mut cursor, ffi::ESPEAK_CHARS_UTF8 as c_int, ffi::ESPEAK_PHONEMES_IPA)
+            ffi::espeak_TextToPhonemes(
+                &mut cursor,
+                ffi::ESPEAK_CHARS_UTF8 as c_int,
+                ffi::ESPEAK_PHONEMES_IPA,
+            )
         };
-        let end = if cursor.is_null() { bytes.len() } else { (cursor as usize - base).min(bytes.len()) };
+        let end = if cursor.is_null() {
+            bytes.len()
+        } else {
+            (cursor as usize - base).min(bytes.len())
+        };
         let source = &bytes[consumed.min(end)..end];
         consumed = end;
         if phonemes.is_null() {
             continue;
         }
         // SAFETY: espeak-ng returns a NUL-terminated string valid until its next call.
-        let ipa = unsafe { CStr::from_ptr(phonemes) }.to_string_lossy().trim().to_owned();
+        let ipa = unsafe { CStr::from_ptr(phonemes) }
+            .to_string_lossy()
+            .trim()
+            .to_owned();
         if ipa.is_empty() {
             continue;
         }
-        let punct = source.iter().rev().map(|&b| b as char).find(|c| !c.is_whitespace()).filter(|c| ".,;:!?".contains(*c));
+        let punct = clause_punctuation(source);
         clauses.push(match punct {
             Some(p) => format!("{ipa}{p}"),
             None => ipa,
         });
     }
     Ok(clauses)
+}
+
+/// The punctuation that ended a clause. espeak-ng advances its text pointer one character into the next
+/// clause, so the slice looks like `"Hello there, w"`: take the last mark followed by whitespace or the end.
+fn clause_punctuation(source: &[u8]) -> Option<char> {
+    let text = String::from_utf8_lossy(source);
+    let chars: Vec<char> = text.chars().collect();
+    (0..chars.len())
+        .rev()
+        .find(|&i| ".,;:!?".contains(chars[i]) && chars.get(i + 1).is_none_or(|c| c.is_whitespace()))
+        .map(|i| chars[i])
 }
 
 /// An espeak-ng voice; cheap, since the library itself is shared.
@@ -186,7 +233,10 @@ impl EspeakEngine {
         let mut guard = lock()?;
         let espeak = state(&mut guard)?;
         select_voice(espeak, &voice.espeak_voice)?;
-        Ok(Self { sample_rate: espeak.sample_rate, voice })
+        Ok(Self {
+            sample_rate: espeak.sample_rate,
+            voice,
+        })
     }
 }
 
@@ -214,7 +264,8 @@ impl Engine for EspeakEngine {
         let sink_ref: &mut dyn FnMut(&[i16]) -> Flow = &mut guarded_sink;
         // SAFETY: erases the borrow's lifetime so the C callback can reach the sink; SINK is reset to None
         // below before `guarded_sink` goes out of scope, and only this thread reads it.
-        let sink_ptr: SinkPtr = unsafe { std::mem::transmute(sink_ref as *mut (dyn FnMut(&[i16]) -> Flow + '_)) };
+        let sink_ptr: SinkPtr =
+            unsafe { std::mem::transmute(sink_ref as *mut (dyn FnMut(&[i16]) -> Flow + '_)) };
         SINK.with(|s| s.set(Some(sink_ptr)));
         // SAFETY: c_text is NUL-terminated and outlives the call; synchronous mode returns when done.
         let rc = unsafe {
@@ -249,7 +300,11 @@ pub(crate) fn set_rate(words_per_minute: i32) -> Result<(), EngineError> {
     let _guard = lock()?;
     // SAFETY: plain call under the lock.
     let rc = unsafe { ffi::espeak_SetParameter(ffi::PARAM_RATE, words_per_minute, 0) };
-    if rc == ffi::EE_OK { Ok(()) } else { Err(EngineError::Espeak(format!("espeak_SetParameter returned {rc}"))) }
+    if rc == ffi::EE_OK {
+        Ok(())
+    } else {
+        Err(EngineError::Espeak(format!("espeak_SetParameter returned {rc}")))
+    }
 }
 
 #[cfg(test)]
@@ -257,7 +312,10 @@ mod tests {
     use super::*;
 
     fn en_us() -> VoiceInfo {
-        espeak_voices().into_iter().find(|v| v.id == "espeak-en-us").expect("espeak-en-us installed")
+        espeak_voices()
+            .into_iter()
+            .find(|v| v.id == "espeak-en-us")
+            .expect("espeak-en-us installed")
     }
 
     #[test]
@@ -291,8 +349,21 @@ mod tests {
         assert_eq!(calls, 2, "no buffer after Stop");
         // The library is still usable afterwards.
         let mut more = 0;
-        engine.synthesize("Hello.", &mut |pcm| { more += pcm.len(); Flow::Continue }).unwrap();
+        engine
+            .synthesize("Hello.", &mut |pcm| {
+                more += pcm.len();
+                Flow::Continue
+            })
+            .unwrap();
         assert!(more > 0);
+    }
+
+    #[test]
+    fn clause_punctuation_ignores_the_next_clauses_first_letter() {
+        assert_eq!(clause_punctuation(b"Hello there, w"), Some(','));
+        assert_eq!(clause_punctuation(b"orld. H"), Some('.'));
+        assert_eq!(clause_punctuation(b"ow are you?"), Some('?'));
+        assert_eq!(clause_punctuation(b"pi is 3.14 and"), None);
     }
 
     #[test]
@@ -301,6 +372,9 @@ mod tests {
         assert!(clauses.len() >= 2, "{clauses:?}");
         assert!(clauses[0].ends_with(','), "{clauses:?}");
         assert!(clauses.last().unwrap().ends_with('?'), "{clauses:?}");
-        assert!(clauses.iter().any(|c| c.contains('ð')), "IPA expected: {clauses:?}");
+        assert!(
+            clauses.iter().any(|c| c.contains('ð')),
+            "IPA expected: {clauses:?}"
+        );
     }
 }

@@ -27,7 +27,10 @@ static ORT: OnceLock<Result<Environment, String>> = OnceLock::new();
 pub fn init_onnx_runtime(library: &Path) -> Result<(), EngineError> {
     let outcome = ORT.get_or_init(|| {
         if !library.is_file() {
-            return Err(format!("{} does not exist (run scripts/fetch-assets.sh)", library.display()));
+            return Err(format!(
+                "{} does not exist (run scripts/fetch-assets.sh)",
+                library.display()
+            ));
         }
         ort::init_from(library)
             .map_err(|e| format!("{}: {e}", library.display()))?
@@ -35,14 +38,19 @@ pub fn init_onnx_runtime(library: &Path) -> Result<(), EngineError> {
             .build()
             .map_err(|e| e.to_string())
     });
-    outcome.as_ref().map(|_| ()).map_err(|e| EngineError::OnnxRuntime(e.clone()))
+    outcome
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| EngineError::OnnxRuntime(e.clone()))
 }
 
 fn environment() -> Result<&'static Environment, EngineError> {
     match ORT.get() {
         Some(Ok(env)) => Ok(env),
         Some(Err(e)) => Err(EngineError::OnnxRuntime(e.clone())),
-        None => Err(EngineError::OnnxRuntime("ONNX Runtime was not initialised (onnx_runtime_path)".into())),
+        None => Err(EngineError::OnnxRuntime(
+            "ONNX Runtime was not initialised (onnx_runtime_path)".into(),
+        )),
     }
 }
 
@@ -109,7 +117,11 @@ impl PiperVoiceConfig {
                 (Some(c), None) if !ids.is_empty() => {
                     phoneme_id_map.insert(c, ids);
                 }
-                _ => return Err(format!("phoneme_id_map entry {phoneme:?} is not one character with ids")),
+                _ => {
+                    return Err(format!(
+                        "phoneme_id_map entry {phoneme:?} is not one character with ids"
+                    ));
+                }
             }
         }
         for required in ['^', '$', '_'] {
@@ -117,7 +129,11 @@ impl PiperVoiceConfig {
                 return Err(format!("phoneme_id_map lacks {required:?}"));
             }
         }
-        let inference = raw.inference.unwrap_or(RawInference { noise_scale: None, length_scale: None, noise_w: None });
+        let inference = raw.inference.unwrap_or(RawInference {
+            noise_scale: None,
+            length_scale: None,
+            noise_w: None,
+        });
         Ok(Self {
             sample_rate: raw.audio.sample_rate,
             espeak_voice: raw.espeak.voice,
@@ -132,7 +148,11 @@ impl PiperVoiceConfig {
 
     /// `en_US` → `en-us`.
     pub fn language_tag(&self) -> String {
-        self.language_code.clone().unwrap_or_else(|| self.espeak_voice.clone()).replace('_', "-").to_ascii_lowercase()
+        self.language_code
+            .clone()
+            .unwrap_or_else(|| self.espeak_voice.clone())
+            .replace('_', "-")
+            .to_ascii_lowercase()
     }
 
     /// Piper's id sequence: BOS, pad, then each known phoneme followed by pad, then EOS. Unknown
@@ -171,7 +191,11 @@ impl PiperEngine {
             path: PathBuf::new(),
             reason: "no model path".into(),
         })?;
-        let load_err = |reason: String| EngineError::Load { voice: voice.id.clone(), path: model.clone(), reason };
+        let load_err = |reason: String| EngineError::Load {
+            voice: voice.id.clone(),
+            path: model.clone(),
+            reason,
+        };
         let mut config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).map_err(load_err)?;
         if let Some(noise) = settings.piper_noise {
             config.noise_scale = noise.noise_scale;
@@ -179,11 +203,18 @@ impl PiperEngine {
         }
         let env = environment()?;
         let session = Session::builder(env)
-            .and_then(|b| b.with_intra_threads(settings.onnx_intra_threads.max(1)).map_err(Into::into))
+            .and_then(|b| {
+                b.with_intra_threads(settings.onnx_intra_threads.max(1))
+                    .map_err(Into::into)
+            })
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(&model))
             .map_err(|e| load_err(e.to_string()))?;
-        Ok(Self { voice, config, session })
+        Ok(Self {
+            voice,
+            config,
+            session,
+        })
     }
 
     fn infer(&mut self, ids: Vec<i64>) -> Result<Vec<f32>, String> {
@@ -192,18 +223,26 @@ impl PiperEngine {
         let lengths = Tensor::from_array(([1usize], vec![len as i64])).map_err(|e| e.to_string())?;
         let scales = Tensor::from_array((
             [3usize],
-            vec![self.config.noise_scale, self.config.length_scale, self.config.noise_w],
+            vec![
+                self.config.noise_scale,
+                self.config.length_scale,
+                self.config.noise_w,
+            ],
         ))
         .map_err(|e| e.to_string())?;
         let outputs = if self.config.num_speakers > 1 {
             let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(|e| e.to_string())?;
-            self.session
-                .run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid])
+            self.session.run(
+                ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid],
+            )
         } else {
-            self.session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales])
+            self.session
+                .run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales])
         }
         .map_err(|e| e.to_string())?;
-        let (_, audio) = outputs["output"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let (_, audio) = outputs["output"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
         Ok(audio.to_vec())
     }
 }
@@ -229,9 +268,10 @@ impl Engine for PiperEngine {
         if missing > 0 {
             tracing::debug!(voice = %self.voice.id, missing, "Skipped phonemes the voice does not know.");
         }
-        let audio = self
-            .infer(ids)
-            .map_err(|reason| EngineError::Inference { voice: self.voice.id.clone(), reason })?;
+        let audio = self.infer(ids).map_err(|reason| EngineError::Inference {
+            voice: self.voice.id.clone(),
+            reason,
+        })?;
         tracing::debug!(
             voice = %self.voice.id,
             phonemize_ms = phonemised.as_secs_f64() * 1e3,
@@ -239,7 +279,10 @@ impl Engine for PiperEngine {
             samples = audio.len(),
             "Piper inference done."
         );
-        let pcm: Vec<i16> = audio.iter().map(|s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16).collect();
+        let pcm: Vec<i16> = audio
+            .iter()
+            .map(|s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16)
+            .collect();
         for piece in pcm.chunks(PIECE_SAMPLES) {
             if sink(piece) == Flow::Stop {
                 return Err(EngineError::Cancelled);

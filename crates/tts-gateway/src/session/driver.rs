@@ -21,8 +21,8 @@ use tts_core::pool::{CancelSource, Job, JobEvent, SubmitError};
 use tts_core::text::{Chunk, Segmenter, SegmenterConfig};
 use tts_core::voices::VoiceInfo;
 
-use super::reader::Inbound;
 use super::pacer::Pacer;
+use super::reader::Inbound;
 use crate::GatewayState;
 use crate::protocol::{
     ClientMessage, Command, Encoding, ErrorCode, Rejection, ServerMessage, UtteranceEndReason, audio_binary,
@@ -157,7 +157,10 @@ impl Driver {
         let reason = match self.serve().await {
             Ok(reason) => {
                 let session_id = self.session_id.clone();
-                let end = ServerMessage::SessionEnd { session_id: &session_id, reason: reason.as_str() };
+                let end = ServerMessage::SessionEnd {
+                    session_id: &session_id,
+                    reason: reason.as_str(),
+                };
                 let _ = self.send_json(&end).await;
                 let _ = timeout(Duration::from_secs(1), self.sink.send(Message::Close(None))).await;
                 reason
@@ -220,7 +223,9 @@ impl Driver {
     async fn on_clock(&mut self) -> Result<(), Disconnected> {
         let now = Instant::now();
         let generation = self.cancel.generation();
-        let Some(front) = self.utterances.front_mut() else { return Ok(()) };
+        let Some(front) = self.utterances.front_mut() else {
+            return Ok(());
+        };
         if front.generation != generation {
             // A STOP has been read and is on its way from the reader: send nothing more.
             return Ok(());
@@ -237,12 +242,12 @@ impl Driver {
             // A new utterance after the clock ran out starts a fresh clock; that is not an underrun.
             self.pacer.restart();
         }
-        if let Some(due) = self.pacer.next_due() {
-            if due > now {
-                return Ok(());
-            }
+        if self.pacer.next_due().is_some_and(|due| due > now) {
+            return Ok(());
         }
-        let Some(frame) = front.frames.pop_front() else { return Ok(()) };
+        let Some(frame) = front.frames.pop_front() else {
+            return Ok(());
+        };
         front.frames_sent += 1;
         let first = front.frames_sent == 1;
         let text_read_at = front.text_read_at;
@@ -255,8 +260,8 @@ impl Driver {
         self.send(message).await?;
         let sent_at = Instant::now();
         self.pacer.sent(sent_at);
-        if first {
-            if let Some(read_at) = text_read_at {
+        if first && let Some(read_at) = text_read_at {
+            {
                 tracing::debug!(
                     session_id = %self.session_id,
                     utterance_id,
@@ -272,7 +277,11 @@ impl Driver {
         match inbound {
             Inbound::Closed => return Ok(Some(EndReason::ClientClosed)),
             Inbound::Abuse => {
-                self.send_error(ErrorCode::InvalidMessage, "too many invalid messages; closing the session").await?;
+                self.send_error(
+                    ErrorCode::InvalidMessage,
+                    "too many invalid messages; closing the session",
+                )
+                .await?;
                 return Ok(Some(EndReason::TooManyErrors));
             }
             Inbound::Rejected(rejection) => self.reject(rejection).await?,
@@ -294,8 +303,12 @@ impl Driver {
     }
 
     fn pending_chars(&self) -> usize {
-        let chunked: usize =
-            self.utterances.iter().flat_map(|u| u.chunks.iter()).map(|c| c.text.chars().count()).sum();
+        let chunked: usize = self
+            .utterances
+            .iter()
+            .flat_map(|u| u.chunks.iter())
+            .map(|c| c.text.chars().count())
+            .sum();
         chunked + self.segmenter.pending_chars()
     }
 
@@ -309,7 +322,10 @@ impl Driver {
         if self.pending_chars() + incoming > limit {
             return Err(Rejection::new(
                 ErrorCode::TextTooLong,
-                format!("the session already has {} characters waiting; the limit is {limit}", self.pending_chars()),
+                format!(
+                    "the session already has {} characters waiting; the limit is {limit}",
+                    self.pending_chars()
+                ),
             ));
         }
         if !open {
@@ -332,7 +348,9 @@ impl Driver {
         }
         let chunks = self.segmenter.push(text, is_final);
         let in_flight = self.in_flight;
-        let Some(utterance) = self.utterances.back_mut() else { return Ok(()) };
+        let Some(utterance) = self.utterances.back_mut() else {
+            return Ok(());
+        };
         if !chunks.is_empty() && utterance.text_read_at.is_none() {
             utterance.text_read_at = Some(read_at);
         }
@@ -375,7 +393,9 @@ impl Driver {
             }
             Command::Resume => {
                 if !self.paused {
-                    return self.send_error(ErrorCode::InvalidMessage, "RESUME received while not paused").await;
+                    return self
+                        .send_error(ErrorCode::InvalidMessage, "RESUME received while not paused")
+                        .await;
                 }
                 self.paused = false;
                 self.pacer.restart();
@@ -394,7 +414,8 @@ impl Driver {
                     "Stopped."
                 );
                 for utterance in stopped {
-                    self.send_utterance_end(&utterance, UtteranceEndReason::Stopped).await?;
+                    self.send_utterance_end(&utterance, UtteranceEndReason::Stopped)
+                        .await?;
                 }
             }
         }
@@ -402,9 +423,15 @@ impl Driver {
     }
 
     async fn on_engine(&mut self, message: EngineMessage) -> Result<(), Disconnected> {
-        let EngineMessage { generation, utterance_id, event } = message;
-        let Some(utterance) =
-            self.utterances.iter_mut().find(|u| u.id == utterance_id && u.generation == generation)
+        let EngineMessage {
+            generation,
+            utterance_id,
+            event,
+        } = message;
+        let Some(utterance) = self
+            .utterances
+            .iter_mut()
+            .find(|u| u.id == utterance_id && u.generation == generation)
         else {
             return Ok(());
         };
@@ -441,8 +468,12 @@ impl Driver {
         if buffered >= self.state.config.max_buffered_frames {
             return Ok(());
         }
-        let Some(utterance) = self.utterances.iter_mut().find(|u| !u.chunks.is_empty()) else { return Ok(()) };
-        let Some(chunk) = utterance.chunks.pop_front() else { return Ok(()) };
+        let Some(utterance) = self.utterances.iter_mut().find(|u| !u.chunks.is_empty()) else {
+            return Ok(());
+        };
+        let Some(chunk) = utterance.chunks.pop_front() else {
+            return Ok(());
+        };
         let tx = self.engine_tx.clone();
         let (generation, utterance_id) = (utterance.generation, utterance.id);
         let job = Job {
@@ -453,7 +484,11 @@ impl Driver {
             session_id: self.session_id.clone(),
             utterance_id,
             events: Box::new(move |event| {
-                let _ = tx.send(EngineMessage { generation, utterance_id, event });
+                let _ = tx.send(EngineMessage {
+                    generation,
+                    utterance_id,
+                    event,
+                });
             }),
         };
         match self.state.pool.submit(job) {
@@ -476,15 +511,29 @@ impl Driver {
 
     /// Sends `utterance_end` for every finished utterance at the front.
     async fn finish_utterances(&mut self) -> Result<(), Disconnected> {
-        while self.utterances.front().is_some_and(|u| u.synth_done && u.frames.is_empty()) {
-            let Some(utterance) = self.utterances.pop_front() else { break };
-            let reason = if utterance.failed { UtteranceEndReason::Failed } else { UtteranceEndReason::Completed };
+        while self
+            .utterances
+            .front()
+            .is_some_and(|u| u.synth_done && u.frames.is_empty())
+        {
+            let Some(utterance) = self.utterances.pop_front() else {
+                break;
+            };
+            let reason = if utterance.failed {
+                UtteranceEndReason::Failed
+            } else {
+                UtteranceEndReason::Completed
+            };
             self.send_utterance_end(&utterance, reason).await?;
         }
         Ok(())
     }
 
-    async fn send_utterance_end(&mut self, utterance: &Utterance, reason: UtteranceEndReason) -> Result<(), Disconnected> {
+    async fn send_utterance_end(
+        &mut self,
+        utterance: &Utterance,
+        reason: UtteranceEndReason,
+    ) -> Result<(), Disconnected> {
         if self.legacy {
             return Ok(());
         }

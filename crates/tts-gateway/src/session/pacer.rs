@@ -20,7 +20,11 @@ pub(crate) struct Pacer {
 
 impl Pacer {
     pub(crate) fn new(lead: u32) -> Self {
-        Self { lead, anchor: None, sent_since_anchor: 0 }
+        Self {
+            lead,
+            anchor: None,
+            sent_since_anchor: 0,
+        }
     }
 
     /// When the next frame may leave; `None` means now (the clock is not running).
@@ -47,7 +51,8 @@ impl Pacer {
 
     /// The moment the client's cushion runs dry if no further frame is sent; None while stopped.
     pub(crate) fn cushion_deadline(&self) -> Option<Instant> {
-        self.anchor.map(|anchor| anchor + FRAME_INTERVAL * self.sent_since_anchor)
+        self.anchor
+            .map(|anchor| anchor + FRAME_INTERVAL * self.sent_since_anchor)
     }
 
     /// True when the clock has run past the point where the client's cushion is empty, i.e. a frame

@@ -19,7 +19,10 @@ use crate::protocol::{ClientMessage, Command, ErrorCode, Rejection, parse_client
 #[derive(Debug)]
 pub(crate) enum Inbound {
     /// A valid message and when it was read from the socket (the start of first-audio and barge-in clocks).
-    Message { message: ClientMessage, read_at: Instant },
+    Message {
+        message: ClientMessage,
+        read_at: Instant,
+    },
     /// A message the client got wrong; the session goes on.
     Rejected(Rejection),
     /// Too many bad messages in the window: the session ends.
@@ -50,11 +53,18 @@ pub(crate) async fn read_loop(
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(Message::Close(_)) | Err(_) => break,
         };
-        if let Inbound::Message { message: ClientMessage::Control(Command::Stop), .. } = &item {
+        if let Inbound::Message {
+            message: ClientMessage::Control(Command::Stop),
+            ..
+        } = &item
+        {
             cancel.cancel_all();
         }
         if matches!(item, Inbound::Rejected(_)) {
-            while recent_bad.front().is_some_and(|t| read_at.duration_since(*t) > window) {
+            while recent_bad
+                .front()
+                .is_some_and(|t| read_at.duration_since(*t) > window)
+            {
                 recent_bad.pop_front();
             }
             recent_bad.push_back(read_at);
@@ -74,7 +84,10 @@ pub(crate) async fn read_loop(
 fn too_large(len: usize, config: &GatewayConfig) -> Rejection {
     Rejection::new(
         ErrorCode::MessageTooLarge,
-        format!("message is {len} bytes; the limit is {} bytes per message", config.max_message_bytes),
+        format!(
+            "message is {len} bytes; the limit is {} bytes per message",
+            config.max_message_bytes
+        ),
     )
 }
 

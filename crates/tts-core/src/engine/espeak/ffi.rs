@@ -30,10 +30,16 @@ pub(super) struct EspeakVoice {
 }
 
 /// `t_espeak_callback`: return 0 to continue, 1 to abort synthesis.
-pub(super) type SynthCallback = unsafe extern "C" fn(wav: *mut c_short, numsamples: c_int, events: *mut c_void) -> c_int;
+pub(super) type SynthCallback =
+    unsafe extern "C" fn(wav: *mut c_short, numsamples: c_int, events: *mut c_void) -> c_int;
 
 unsafe extern "C" {
-    pub(super) fn espeak_Initialize(output: c_int, buflength: c_int, path: *const c_char, options: c_int) -> c_int;
+    pub(super) fn espeak_Initialize(
+        output: c_int,
+        buflength: c_int,
+        path: *const c_char,
+        options: c_int,
+    ) -> c_int;
     pub(super) fn espeak_SetSynthCallback(callback: SynthCallback);
     pub(super) fn espeak_SetVoiceByName(name: *const c_char) -> c_int;
     pub(super) fn espeak_SetParameter(parameter: c_int, value: c_int, relative: c_int) -> c_int;
@@ -49,6 +55,9 @@ unsafe extern "C" {
         user_data: *mut c_void,
     ) -> c_int;
     pub(super) fn espeak_Synchronize() -> c_int;
-    pub(super) fn espeak_TextToPhonemes(textptr: *mut *const c_void, textmode: c_int, phonememode: c_int)
-    -> *const c_char;
+    pub(super) fn espeak_TextToPhonemes(
+        textptr: *mut *const c_void,
+        textmode: c_int,
+        phonememode: c_int,
+    ) -> *const c_char;
 }

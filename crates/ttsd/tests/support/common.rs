@@ -1,6 +1,6 @@
 //! Shared helpers for the end-to-end tests: start the real binary, run utterances, read WAV files.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -42,7 +42,10 @@ pub fn start_espeak(extra: &[&str]) -> ServerProcess {
 pub async fn connect(server: &ServerProcess, path: &str) -> (StreamClient, Event) {
     let mut client = StreamClient::connect(&server.url(path)).await.expect("connects");
     let start = client.next(WAIT).await.expect("session_start arrives").event;
-    assert!(matches!(start, Event::SessionStart { .. }), "first message is session_start: {start:?}");
+    assert!(
+        matches!(start, Event::SessionStart { .. }),
+        "first message is session_start: {start:?}"
+    );
     (client, start)
 }
 
@@ -80,7 +83,11 @@ pub async fn read_utterance(client: &mut StreamClient) -> Utterance {
     loop {
         let received = client.next(WAIT).await.expect("server keeps talking");
         match received.event {
-            Event::Audio { sequence, pcm } => utterance.frames.push(Frame { sequence, pcm, at: received.at }),
+            Event::Audio { sequence, pcm } => utterance.frames.push(Frame {
+                sequence,
+                pcm,
+                at: received.at,
+            }),
             Event::UtteranceEnd { .. } | Event::Closed | Event::SessionEnd { .. } => {
                 utterance.end = Some(received.event);
                 return utterance;
@@ -93,8 +100,18 @@ pub async fn read_utterance(client: &mut StreamClient) -> Utterance {
 /// Asserts the universal frame properties: 1920 bytes each, sequences contiguous from `first_sequence`.
 pub fn assert_frames_well_formed(frames: &[Frame], first_sequence: u64) {
     for (index, frame) in frames.iter().enumerate() {
-        assert_eq!(frame.pcm.len(), 1920, "frame {} is {} bytes", frame.sequence, frame.pcm.len());
-        assert_eq!(frame.sequence, first_sequence + index as u64, "sequence gap at frame index {index}");
+        assert_eq!(
+            frame.pcm.len(),
+            1920,
+            "frame {} is {} bytes",
+            frame.sequence,
+            frame.pcm.len()
+        );
+        assert_eq!(
+            frame.sequence,
+            first_sequence + index as u64,
+            "sequence gap at frame index {index}"
+        );
     }
 }
 

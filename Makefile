@@ -1,0 +1,45 @@
+# ttsd: the two commands a fresh Debian/Ubuntu machine needs are `make run` and `make test`.
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:8080
+ADMIN_LISTEN ?= 127.0.0.1:8081
+
+.PHONY: run test deps test-deps assets build release lint bench clean
+
+## Install what is missing, fetch the Piper voice and ONNX Runtime, build release, serve on 127.0.0.1:8080.
+run: deps assets release
+	./target/release/ttsd serve --listen $(LISTEN) --admin-listen $(ADMIN_LISTEN)
+
+## Install what is missing, then lint and run every test (unit, end-to-end, example client).
+test: test-deps assets
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) test --workspace --locked
+	./scripts/check-example-client.sh
+
+deps:
+	./scripts/install-deps.sh run
+
+test-deps:
+	./scripts/install-deps.sh test
+
+assets:
+	./scripts/fetch-assets.sh
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --release --locked -p ttsd
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## End-to-end load test from the client's side; results in bench-results/.
+bench: deps assets release
+	mkdir -p bench-results
+	./target/release/ttsd bench --voice en_US-joe-medium --sessions 1,4,16 --json bench-results/piper.json
+	./target/release/ttsd bench --voice espeak-en-us --sessions 1,4,16,64 --json bench-results/espeak.json
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages ttsd needs to build, run and test, skipping those already there.
+# Usage: scripts/install-deps.sh [run|test]   (test adds what the test suite needs)
+set -euo pipefail
+mode="${1:-run}"
+packages=(espeak-ng espeak-ng-data libespeak-ng-dev python3 python3-venv gcc make)
+if [ "$mode" = "test" ]; then
+  packages+=(procps)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "Installing: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is missing: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version." >&2
+  exit 1
+fi
