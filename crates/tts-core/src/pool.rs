@@ -147,7 +147,7 @@ pub enum SubmitError {
 }
 
 /// A snapshot of the pool's load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolStats {
     pub threads: usize,
     pub busy: usize,
@@ -155,6 +155,8 @@ pub struct PoolStats {
     pub queue_capacity: usize,
     /// Jobs dropped by the scheduler because they were cancelled before an engine took them.
     pub discarded: u64,
+    /// Seconds engine threads have spent on jobs since the pool started, summed over threads.
+    pub busy_seconds: f64,
 }
 
 struct Queued {
@@ -179,6 +181,7 @@ struct Shared {
     lanes: Mutex<Lanes>,
     ready: Condvar,
     busy: AtomicUsize,
+    busy_nanos: AtomicU64,
     discarded: AtomicU64,
     idle_engines: Mutex<HashMap<String, Vec<Box<dyn Engine>>>>,
     config: PoolConfig,
@@ -200,6 +203,7 @@ impl Pool {
             lanes: Mutex::new(Lanes::default()),
             ready: Condvar::new(),
             busy: AtomicUsize::new(0),
+            busy_nanos: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             idle_engines: Mutex::new(HashMap::new()),
             config,
@@ -280,6 +284,7 @@ impl Pool {
             queued,
             queue_capacity: self.shared.config.queue_capacity,
             discarded: self.shared.discarded.load(Ordering::Relaxed),
+            busy_seconds: self.shared.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }
 
@@ -296,6 +301,14 @@ impl Pool {
         for handle in handles {
             let _ = handle.join();
         }
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -333,6 +346,7 @@ fn engine_thread(shared: &Shared) {
     let mut resamplers: HashMap<u32, StreamResampler> = HashMap::new();
     while let Some(queued) = next_job(shared) {
         shared.busy.fetch_add(1, Ordering::Relaxed);
+        let busy_since = Instant::now();
         let queue_wait = queued.enqueued.elapsed();
         let Queued { mut job, .. } = queued;
         let span = tracing::debug_span!(
@@ -354,6 +368,8 @@ fn engine_thread(shared: &Shared) {
                 (job.events)(JobEvent::Failed(error));
             }
         }
+        let busy = u64::try_from(busy_since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        shared.busy_nanos.fetch_add(busy, Ordering::Relaxed);
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         shared.progress.fetch_add(1, Ordering::Relaxed);
     }

@@ -11,6 +11,7 @@
 //! engines (that is `tts_core::pool`) and does not serve metrics or probes (the admin server does).
 
 pub mod config;
+mod metrics;
 pub mod protocol;
 mod session;
 
@@ -23,6 +24,7 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,6 +32,7 @@ use tts_core::pool::Pool;
 use tts_core::voices::{VoiceCatalog, VoiceInfo};
 
 pub use config::GatewayConfig;
+pub use metrics::{GatewayMetrics, PoolCollector, SloConfig, Windows};
 pub use protocol::{BINARY_HEADER_BYTES, Command, Encoding, ErrorCode};
 
 use session::{Admission, SessionRequest};
@@ -42,6 +45,7 @@ pub struct GatewayState {
     default_voice: Arc<VoiceInfo>,
     admission: Admission,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 /// The gateway, ready to be served.
@@ -67,6 +71,7 @@ impl Gateway {
         pool: Arc<Pool>,
         default_voice: &str,
         shutdown: watch::Receiver<bool>,
+        metrics: Arc<GatewayMetrics>,
     ) -> Result<Self, GatewayError> {
         let problems = config.validate();
         if !problems.is_empty() {
@@ -81,6 +86,7 @@ impl Gateway {
                 pool,
                 default_voice,
                 shutdown,
+                metrics,
             }),
         })
     }
@@ -110,6 +116,13 @@ pub async fn run(
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Frames are small writes 20 ms apart: without TCP_NODELAY, Nagle's algorithm holds each one until the
+    // previous is acknowledged, and the client's delayed ACK turns that into 40 ms stalls.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %error, "Cannot set TCP_NODELAY; frames may be delayed.");
+        }
+    });
     axum::serve(listener, gateway.router())
         .with_graceful_shutdown(shutdown)
         .await

@@ -16,6 +16,7 @@ use tts_core::pool::CancelSource;
 use tts_core::voices::{UnknownVoice, VoiceInfo};
 
 use crate::GatewayState;
+use crate::metrics::{Endpoint, MessageOut};
 use crate::protocol::{Encoding, ErrorCode, ServerMessage};
 use driver::{Driver, DriverParts};
 
@@ -89,6 +90,12 @@ fn new_session_id() -> Arc<str> {
 
 pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: SessionRequest) {
     let session_id = new_session_id();
+    let endpoint = if request.legacy {
+        Endpoint::Legacy
+    } else {
+        Endpoint::V1
+    };
+    state.metrics.connection(endpoint);
     let (mut sink, stream) = socket.split();
     let refuse = |code: ErrorCode, message: String, reason: &'static str| {
         let session_id = session_id.clone();
@@ -113,6 +120,9 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
         );
         let (error, end) = refuse(ErrorCode::Overloaded, message, "overloaded").await;
         tracing::warn!(session_id = %session_id, "Refused a session: at the session limit.");
+        state.metrics.session_refused("overloaded");
+        state.metrics.error_sent(ErrorCode::Overloaded);
+        state.metrics.message_sent(MessageOut::SessionEnd);
         let _ = sink.send(Message::Text(error.into())).await;
         let _ = sink.send(Message::Text(end.into())).await;
         let _ = sink.send(Message::Close(None)).await;
@@ -122,6 +132,9 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
         Ok(voice) => voice,
         Err(unknown) => {
             let (error, end) = refuse(ErrorCode::UnknownVoice, unknown.to_string(), "unknown_voice").await;
+            state.metrics.session_refused("unknown_voice");
+            state.metrics.error_sent(ErrorCode::UnknownVoice);
+            state.metrics.message_sent(MessageOut::SessionEnd);
             let _ = sink.send(Message::Text(error.into())).await;
             let _ = sink.send(Message::Text(end.into())).await;
             let _ = sink.send(Message::Close(None)).await;
@@ -139,6 +152,9 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
     if sink.send(Message::Text(start.into())).await.is_err() {
         return;
     }
+    state.metrics.message_sent(MessageOut::SessionStart);
+    state.metrics.session_started(endpoint);
+    let started = std::time::Instant::now();
     tracing::info!(session_id = %session_id, voice = %voice.id, legacy = request.legacy, "Session started.");
     let cancel = CancelSource::new();
     let (tx, rx) = mpsc::channel(64);
@@ -147,6 +163,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
         tx,
         cancel.clone(),
         state.config.clone(),
+        state.metrics.clone(),
     ));
     let driver = Driver::new(DriverParts {
         state: state.clone(),
@@ -160,6 +177,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
     });
     let reason = driver.run().await;
     reader.abort();
+    state.metrics.session_ended(reason.as_str(), started.elapsed());
     tracing::info!(session_id = %session_id, reason = reason.as_str(), "Session ended.");
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Something the server sent, as the client understood it.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +74,8 @@ pub struct StreamClient {
 impl StreamClient {
     /// Connects to a full URL such as `ws://127.0.0.1:8080/v1/stream?voice=espeak-en-us`.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let (socket, _) = connect_async(url)
+        // TCP_NODELAY, as a realtime client would: STOP must not wait behind Nagle's algorithm.
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         Ok(Self { socket })

@@ -157,6 +157,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let machine = machine_description();
     eprintln!("ttsd bench against {url} on {machine}");
+    println!(
+        "{:>4} | {:>5} | first audio ms p50/p95/p99 | interval ms p50/p99 | late | barge-in ms p50/p95 | after STOP | underruns | errors",
+        "N", "utts"
+    );
     let mut levels = Vec::new();
     for &sessions in &args.sessions {
         let samples = run_level(&url, sessions, &args).await;
@@ -191,15 +195,22 @@ async fn start_in_process(args: &BenchArgs) -> anyhow::Result<(String, tokio::ta
     let voice = args.voice.clone().unwrap_or(config.server.default_voice.clone());
     config.server.default_voice = voice.clone();
     let engine_config = config.clone();
-    let (catalog, pool) =
-        tokio::task::spawn_blocking(move || crate::serve::start_engines(&engine_config, &voice)).await??;
+    let (catalog, pool) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let (catalog, pool) = crate::serve::start_pool(&engine_config)?;
+        crate::serve::warm(&pool, catalog.get(&voice)?)?;
+        Ok((catalog, pool))
+    })
+    .await??;
     let (_tx, rx) = tokio::sync::watch::channel(false);
+    let mut registry = tts_telemetry::prometheus_client::registry::Registry::default();
+    let metrics = std::sync::Arc::new(tts_gateway::GatewayMetrics::register(&mut registry, config.slo));
     let gateway = tts_gateway::Gateway::new(
         config.gateway.clone(),
         catalog,
         pool,
         &config.server.default_voice,
         rx,
+        metrics,
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -364,12 +375,6 @@ fn fmt(value: Option<f64>) -> String {
 }
 
 fn print_level(r: &LevelReport) {
-    if r.sessions == 1 || std::env::var_os("TTSD_BENCH_HEADER").is_none() {
-        println!(
-            "{:>4} | {:>5} | first audio ms p50/p95/p99 | interval ms p50/p99 | late | barge-in ms p50/p95 | after STOP | underruns | errors",
-            "N", "utts"
-        );
-    }
     println!(
         "{:>4} | {:>5} | {:>8} {:>8} {:>8} | {:>8} {:>8} | {:>4} | {:>8} {:>8} | {:>10} | {:>9} | {:>6}",
         r.sessions,

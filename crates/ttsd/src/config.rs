@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use tts_gateway::GatewayConfig;
+use tts_gateway::{GatewayConfig, SloConfig};
+pub(crate) use tts_telemetry::LogFormat;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
@@ -24,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) engine: EngineConfig,
     pub(crate) gateway: GatewayConfig,
+    pub(crate) slo: SloConfig,
     pub(crate) logging: LoggingConfig,
 }
 
@@ -103,13 +105,6 @@ impl EngineConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum LogFormat {
-    Json,
-    Text,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct LoggingConfig {
@@ -158,6 +153,15 @@ impl Config {
         }
         if self.engine.queue_capacity == 0 {
             problems.push("engine.queue_capacity must be greater than 0".into());
+        }
+        if self.slo.first_audio_seconds <= 0.0
+            || self.slo.barge_in_seconds <= 0.0
+            || self.slo.frame_interval_seconds <= 0.0
+        {
+            problems.push("slo thresholds must be greater than 0".into());
+        }
+        if self.slo.window_seconds == 0 {
+            problems.push("slo.window_seconds must be greater than 0".into());
         }
         if self.server.default_voice.trim().is_empty() {
             problems.push("server.default_voice must name a voice".into());
@@ -232,13 +236,13 @@ mod tests {
     fn config_example_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
         let expected = Config::example_toml();
-        if std::env::var_os("TTSD_REGENERATE_EXAMPLE").is_some() {
+        if std::env::var_os("REGENERATE_CONFIG_EXAMPLE").is_some() {
             std::fs::write(&path, &expected).unwrap();
         }
         let actual = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(
             actual, expected,
-            "config.example.toml drifted: run TTSD_REGENERATE_EXAMPLE=1 cargo test -p ttsd config_example"
+            "config.example.toml drifted: run REGENERATE_CONFIG_EXAMPLE=1 cargo test -p ttsd config_example"
         );
         let parsed = Config::load(Some(&path), Vec::new()).unwrap();
         assert_eq!(parsed, Config::default());

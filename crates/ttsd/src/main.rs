@@ -6,7 +6,6 @@
 
 mod bench;
 mod config;
-mod logging;
 mod say;
 mod serve;
 

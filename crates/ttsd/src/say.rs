@@ -42,7 +42,7 @@ pub(crate) fn run(args: SayArgs) -> anyhow::Result<()> {
         // A command-line tool reports through its own output; only problems are logged.
         config.logging.filter = "warn".into();
     }
-    crate::logging::init(&config.logging)?;
+    tts_telemetry::init_logging(config.logging.format, &config.logging.filter)?;
     let (text, progress) = match (&args.text, &args.file) {
         (Some(text), None) => (text.clone(), false),
         (None, Some(file)) => (

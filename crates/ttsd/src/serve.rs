@@ -1,16 +1,23 @@
-//! `ttsd serve`: load voices, start the engine pool, warm the default voice, serve until SIGTERM.
+//! `ttsd serve`: bind the admin server (not ready), start the engine pool, warm the default voice, then
+//! serve the WebSocket API until SIGTERM.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tts_core::engine::init_onnx_runtime;
 use tts_core::pool::{Pool, PoolConfig};
-use tts_core::voices::{EngineKind, VoiceCatalog};
-use tts_gateway::Gateway;
+use tts_core::voices::{EngineKind, VoiceCatalog, VoiceInfo};
+use tts_gateway::{Gateway, GatewayMetrics, PoolCollector};
+use tts_telemetry::prometheus_client;
+use tts_telemetry::{
+    AdminState, CheckResult, HealthCheck, Heartbeat, LogHandle, StallDetectorConfig, StallMetrics,
+};
 
 use crate::config::Config;
 
@@ -37,21 +44,24 @@ pub(crate) struct ServeArgs {
     /// Maximum concurrent sessions.
     #[arg(long)]
     max_sessions: Option<usize>,
+    /// Serve `POST /test/freeze-heartbeats` on the admin port, so tests can make liveness fail.
+    #[arg(long, hide = true)]
+    test_hooks: bool,
 }
 
 impl ServeArgs {
-    fn apply(self, config: &mut Config) {
-        if let Some(listen) = self.listen {
-            config.server.listen = listen;
+    fn apply(&self, config: &mut Config) {
+        if let Some(listen) = &self.listen {
+            config.server.listen = listen.clone();
         }
-        if let Some(admin) = self.admin_listen {
-            config.server.admin_listen = admin;
+        if let Some(admin) = &self.admin_listen {
+            config.server.admin_listen = admin.clone();
         }
-        if let Some(voice) = self.voice {
-            config.server.default_voice = voice;
+        if let Some(voice) = &self.voice {
+            config.server.default_voice = voice.clone();
         }
-        if let Some(dir) = self.voices_dir {
-            config.engine.voices_dir = dir;
+        if let Some(dir) = &self.voices_dir {
+            config.engine.voices_dir = dir.clone();
         }
         if let Some(threads) = self.threads {
             config.engine.threads = threads;
@@ -66,40 +76,144 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     args.apply(&mut config);
     config.validate()?;
-    crate::logging::init(&config.logging)?;
+    let log = tts_telemetry::init_logging(config.logging.format, &config.logging.filter)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ttsd-async")
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(config))
+        .block_on(serve(config, log, args.test_hooks))
 }
 
-/// Builds the catalog and the pool, and warms `voice` on every engine thread.
-pub(crate) fn start_engines(config: &Config, voice: &str) -> anyhow::Result<(Arc<VoiceCatalog>, Arc<Pool>)> {
+/// The catalog, and an engine pool that has not loaded any voice yet.
+pub(crate) fn start_pool(config: &Config) -> anyhow::Result<(Arc<VoiceCatalog>, Arc<Pool>)> {
     let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
     if catalog.iter().any(|v| v.engine == EngineKind::Piper)
         && let Err(error) = init_onnx_runtime(&config.engine.onnx_runtime_path)
     {
         tracing::warn!(error = %error, "Piper voices are unavailable.");
     }
-    let wanted = catalog
-        .get(voice)
-        .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
-        .clone();
     let pool = Arc::new(Pool::start(PoolConfig {
         threads: config.engine.thread_count(),
         queue_capacity: config.engine.queue_capacity,
         engine: config.engine.settings(),
     })?);
-    let started = std::time::Instant::now();
-    pool.warm(&wanted)
-        .with_context(|| format!("cannot load and warm voice {}", wanted.id))?;
-    tracing::info!(voice = %wanted.id, warm_ms = started.elapsed().as_millis() as u64, "Voice loaded and warmed.");
     Ok((catalog, pool))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Loads `voice` on every engine thread's instance and synthesises a warm-up sentence with each.
+pub(crate) fn warm(pool: &Pool, voice: &VoiceInfo) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    pool.warm(voice)
+        .with_context(|| format!("cannot load and warm voice {}", voice.id))?;
+    tracing::info!(voice = %voice.id, warm_ms = started.elapsed().as_millis() as u64, "Voice loaded and warmed.");
+    Ok(())
+}
+
+/// `/readiness` fails until the default voice is warm.
+struct VoiceWarm {
+    voice: String,
+    warm: AtomicBool,
+}
+
+impl HealthCheck for VoiceWarm {
+    fn name(&self) -> &str {
+        "default_voice"
+    }
+    fn required_for_readiness(&self) -> bool {
+        true
+    }
+    fn check(&self) -> CheckResult {
+        if self.warm.load(Ordering::Acquire) {
+            CheckResult::pass(format!("{} loaded and warmed", self.voice))
+        } else {
+            CheckResult::fail(format!("{} is loading", self.voice))
+        }
+    }
+}
+
+/// `/readiness` fails while more chunks wait than the engine threads can start soon: a new session would
+/// wait behind them for its first audio.
+struct PoolHeadroom {
+    pool: Arc<Pool>,
+}
+
+impl HealthCheck for PoolHeadroom {
+    fn name(&self) -> &str {
+        "engine_pool"
+    }
+    fn required_for_readiness(&self) -> bool {
+        true
+    }
+    fn check(&self) -> CheckResult {
+        let stats = self.pool.stats();
+        let limit = stats.threads * 2;
+        let detail = format!(
+            "{} of {} threads busy, {} chunks queued (limit {limit})",
+            stats.busy, stats.threads, stats.queued
+        );
+        if stats.queued < limit {
+            CheckResult::pass(detail)
+        } else {
+            CheckResult::fail(detail)
+        }
+    }
+}
+
+/// Beats while engine threads make progress or have nothing to do; stops when a thread is stuck on a job.
+fn spawn_pool_watchdog(pool: Arc<Pool>, heartbeat: Arc<Heartbeat>) {
+    tokio::spawn(async move {
+        let mut last = pool.progress();
+        let mut interval = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            interval.tick().await;
+            let progress = pool.progress();
+            let stats = pool.stats();
+            if progress != last || (stats.busy == 0 && stats.queued == 0) {
+                heartbeat.beat();
+            }
+            last = progress;
+        }
+    });
+}
+
+struct Telemetry {
+    registry: Registry,
+    metrics: Arc<GatewayMetrics>,
+    heartbeats: Vec<Arc<Heartbeat>>,
+}
+
+fn build_telemetry(config: &Config, pool: &Arc<Pool>) -> Telemetry {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(GatewayMetrics::register(&mut registry, config.slo));
+    PoolCollector::register(&mut registry, pool.clone());
+    tts_telemetry::register_process_metrics(&mut registry);
+    tts_telemetry::register_build_info(
+        &mut registry,
+        "tts_build",
+        "ttsd build information",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+    );
+    let stall_metrics = StallMetrics::register(&mut registry, "tts");
+    let runtime = Heartbeat::new("async_runtime", Duration::from_secs(2));
+    tts_telemetry::spawn_stall_detector(
+        StallDetectorConfig {
+            interval: Duration::from_millis(50),
+            threshold: Duration::from_millis(20),
+        },
+        stall_metrics,
+        runtime.clone(),
+    );
+    let engines = Heartbeat::new("engine_pool", Duration::from_secs(30));
+    spawn_pool_watchdog(pool.clone(), engines.clone());
+    Telemetry {
+        registry,
+        metrics,
+        heartbeats: vec![runtime, engines],
+    }
+}
+
+async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -107,10 +221,49 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.admin_listen))?;
     let admin_addr = admin.local_addr()?;
-    let engine_config = config.clone();
-    let voice = config.server.default_voice.clone();
-    let (catalog, pool) =
-        tokio::task::spawn_blocking(move || start_engines(&engine_config, &voice)).await??;
+    let pool_config = config.clone();
+    let (catalog, pool) = tokio::task::spawn_blocking(move || start_pool(&pool_config)).await??;
+    let default_voice = catalog
+        .get(&config.server.default_voice)
+        .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
+        .clone();
+
+    let telemetry = build_telemetry(&config, &pool);
+    let warm_check = Arc::new(VoiceWarm {
+        voice: default_voice.id.clone(),
+        warm: AtomicBool::new(false),
+    });
+    let summary_metrics = telemetry.metrics.clone();
+    let summary_pool = pool.clone();
+    let admin_state = AdminState {
+        registry: Arc::new(telemetry.registry),
+        summary: Arc::new(move || summary_metrics.summary(&summary_pool.stats())),
+        checks: vec![warm_check.clone(), Arc::new(PoolHeadroom { pool: pool.clone() })],
+        heartbeats: telemetry.heartbeats.clone(),
+        log: Some(log),
+        started: std::time::Instant::now(),
+    };
+    let mut admin_router = tts_telemetry::router(admin_state);
+    if test_hooks {
+        let heartbeats = telemetry.heartbeats.clone();
+        admin_router = admin_router.route(
+            "/test/freeze-heartbeats",
+            axum::routing::post(move || {
+                let heartbeats = heartbeats.clone();
+                async move {
+                    heartbeats.iter().for_each(|h| h.freeze());
+                    "frozen\n"
+                }
+            }),
+        );
+    }
+    let admin_task = tokio::spawn(async move { axum::serve(admin, admin_router).await });
+
+    let warm_pool = pool.clone();
+    let warm_voice = default_voice.clone();
+    tokio::task::spawn_blocking(move || warm(&warm_pool, &warm_voice)).await??;
+    warm_check.warm.store(true, Ordering::Release);
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let gateway = Gateway::new(
         config.gateway.clone(),
@@ -118,12 +271,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         pool.clone(),
         &config.server.default_voice,
         shutdown_rx,
+        telemetry.metrics.clone(),
     )?;
     let addr = listener.local_addr()?;
-    let admin_task = tokio::spawn(async move {
-        let router = axum::Router::new().route("/liveness", axum::routing::get(|| async { "ok\n" }));
-        axum::serve(admin, router).await
-    });
     tracing::info!(listen = %addr, admin = %admin_addr, voice = %gateway.default_voice().id, "Serving.");
     println!("ttsd ready: stream=ws://{addr}/v1/stream admin=http://{admin_addr}");
 

@@ -24,6 +24,7 @@ use tts_core::voices::VoiceInfo;
 use super::pacer::Pacer;
 use super::reader::Inbound;
 use crate::GatewayState;
+use crate::metrics::{DropReason, GatewayMetrics, MessageOut, Stage};
 use crate::protocol::{
     ClientMessage, Command, Encoding, ErrorCode, Rejection, ServerMessage, UtteranceEndReason, audio_binary,
     audio_json,
@@ -80,6 +81,46 @@ struct Utterance {
     text_read_at: Option<Instant>,
     underruns: u64,
     failed: bool,
+    /// First-audio stage boundaries, as the driver saw them for the utterance's first chunk.
+    first_submitted_at: Option<Instant>,
+    first_started_at: Option<Instant>,
+    first_pcm_at: Option<Instant>,
+    /// The last chunk finished (end of synthesis for the utterance).
+    last_finished_at: Option<Instant>,
+    /// The previous frame of this utterance handed to the socket, for the frame interval (cleared by PAUSE).
+    last_frame_at: Option<Instant>,
+}
+
+impl Utterance {
+    fn new(id: u64, generation: u64, voice: Arc<VoiceInfo>) -> Self {
+        Self {
+            id,
+            generation,
+            voice,
+            chunks: VecDeque::new(),
+            text_complete: false,
+            synth_done: false,
+            framer: Framer::new(),
+            frames: VecDeque::new(),
+            frames_sent: 0,
+            text_read_at: None,
+            underruns: 0,
+            failed: false,
+            first_submitted_at: None,
+            first_started_at: None,
+            first_pcm_at: None,
+            last_finished_at: None,
+            last_frame_at: None,
+        }
+    }
+}
+
+/// The one chunk a session may have at the pool.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    utterance_id: u64,
+    characters: usize,
+    first: bool,
 }
 
 pub(crate) struct Driver {
@@ -96,7 +137,7 @@ pub(crate) struct Driver {
     next_utterance_id: u64,
     /// The utterance whose chunk is at the pool, if any: at most one per session, which keeps the
     /// session's order and makes the pool's FIFO lanes round-robin across sessions.
-    in_flight: Option<u64>,
+    in_flight: Option<InFlight>,
     cancel: CancelSource,
     engine_tx: mpsc::UnboundedSender<EngineMessage>,
     engine_rx: mpsc::UnboundedReceiver<EngineMessage>,
@@ -169,6 +210,18 @@ impl Driver {
         };
         // Whatever is still queued for this session is dropped before an engine sees it.
         self.cancel.cancel_all();
+        let buffered: usize = self.utterances.iter().map(|u| u.frames.len()).sum();
+        let drop_reason = if reason == EndReason::SlowClient {
+            DropReason::Backpressure
+        } else {
+            DropReason::SessionEnd
+        };
+        self.state.metrics.frames_dropped(drop_reason, buffered);
+        if let Some(in_flight) = self.in_flight.take()
+            && let Some(u) = self.utterances.iter().find(|u| u.id == in_flight.utterance_id)
+        {
+            self.state.metrics.chunk_cancelled(&u.voice);
+        }
         reason
     }
 
@@ -233,6 +286,8 @@ impl Driver {
         if front.frames.is_empty() {
             if self.pacer.cushion_empty(now) && !front.synth_done {
                 front.underruns += 1;
+                front.last_frame_at = None;
+                self.state.metrics.underrun(&front.voice);
                 self.pacer.restart();
                 tracing::warn!(session_id = %self.session_id, utterance_id = front.id, "Audio underrun: synthesis fell behind the 20 ms clock.");
             }
@@ -252,6 +307,7 @@ impl Driver {
         let first = front.frames_sent == 1;
         let text_read_at = front.text_read_at;
         let utterance_id = front.id;
+        let previous_frame_at = front.last_frame_at;
         self.sequence += 1;
         let message = match self.encoding {
             Encoding::Base64 => Message::Text(audio_json(&frame, self.sequence).into()),
@@ -260,6 +316,18 @@ impl Driver {
         self.send(message).await?;
         let sent_at = Instant::now();
         self.pacer.sent(sent_at);
+        self.state.metrics.frame_sent(tts_core::audio::FRAME_BYTES);
+        if let Some(previous) = previous_frame_at {
+            self.state
+                .metrics
+                .frame_interval(sent_at.duration_since(previous));
+        }
+        if let Some(front) = self.utterances.front_mut() {
+            front.last_frame_at = Some(sent_at);
+            if first {
+                record_first_audio(&self.state.metrics, front, sent_at);
+            }
+        }
         if first && let Some(read_at) = text_read_at {
             {
                 tracing::debug!(
@@ -331,20 +399,8 @@ impl Driver {
         if !open {
             let id = self.next_utterance_id;
             self.next_utterance_id += 1;
-            self.utterances.push_back(Utterance {
-                id,
-                generation: self.cancel.generation(),
-                voice: self.voice.clone(),
-                chunks: VecDeque::new(),
-                text_complete: false,
-                synth_done: false,
-                framer: Framer::new(),
-                frames: VecDeque::new(),
-                frames_sent: 0,
-                text_read_at: None,
-                underruns: 0,
-                failed: false,
-            });
+            self.utterances
+                .push_back(Utterance::new(id, self.cancel.generation(), self.voice.clone()));
         }
         let chunks = self.segmenter.push(text, is_final);
         let in_flight = self.in_flight;
@@ -389,6 +445,11 @@ impl Driver {
         match command {
             Command::Pause => {
                 self.paused = true;
+                if let Some(front) = self.utterances.front_mut() {
+                    front.last_frame_at = None;
+                }
+                self.state.metrics.barge_in(command, read_at.elapsed());
+                self.state.metrics.control(command, read_at.elapsed());
                 tracing::debug!(session_id = %self.session_id, latency_ms = read_at.elapsed().as_secs_f64() * 1000.0, "Paused.");
             }
             Command::Resume => {
@@ -399,14 +460,25 @@ impl Driver {
                 }
                 self.paused = false;
                 self.pacer.restart();
+                self.state.metrics.control(command, read_at.elapsed());
             }
             Command::Stop => {
                 self.cancel.cancel_all();
                 self.segmenter.clear();
-                self.in_flight = None;
+                // From here on no frame of these utterances can leave: that is where barge-in ends.
+                let silenced = read_at.elapsed();
+                self.state.metrics.barge_in(command, silenced);
+                self.state.metrics.control(command, silenced);
+                if let Some(in_flight) = self.in_flight.take()
+                    && let Some(u) = self.utterances.iter().find(|u| u.id == in_flight.utterance_id)
+                {
+                    self.state.metrics.chunk_cancelled(&u.voice);
+                }
                 self.paused = false;
                 self.pacer.restart();
                 let stopped: Vec<Utterance> = self.utterances.drain(..).collect();
+                let dropped: usize = stopped.iter().map(|u| u.frames.len()).sum();
+                self.state.metrics.frames_dropped(DropReason::Stop, dropped);
                 tracing::debug!(
                     session_id = %self.session_id,
                     latency_ms = read_at.elapsed().as_secs_f64() * 1000.0,
@@ -414,6 +486,12 @@ impl Driver {
                     "Stopped."
                 );
                 for utterance in stopped {
+                    self.state.metrics.utterance_ended(
+                        &utterance.voice,
+                        UtteranceEndReason::Stopped,
+                        None,
+                        None,
+                    );
                     self.send_utterance_end(&utterance, UtteranceEndReason::Stopped)
                         .await?;
                 }
@@ -428,6 +506,9 @@ impl Driver {
             utterance_id,
             event,
         } = message;
+        let now = Instant::now();
+        let in_flight = self.in_flight.filter(|f| f.utterance_id == utterance_id);
+        let metrics = self.state.metrics.clone();
         let Some(utterance) = self
             .utterances
             .iter_mut()
@@ -436,18 +517,32 @@ impl Driver {
             return Ok(());
         };
         match event {
-            JobEvent::Started { .. } => {}
+            JobEvent::Started { queue_wait } => {
+                let first = in_flight.is_some_and(|f| f.first);
+                metrics.queue_wait(first, queue_wait);
+                if first {
+                    utterance.first_started_at.get_or_insert(now);
+                }
+            }
             JobEvent::Audio(samples) => {
+                if utterance.first_started_at.is_some() {
+                    utterance.first_pcm_at.get_or_insert(now);
+                }
                 let mut frames = Vec::new();
                 utterance.framer.push(&samples, &mut frames);
                 utterance.frames.extend(frames);
             }
-            JobEvent::Finished(_) => {
+            JobEvent::Finished(stats) => {
+                if let Some(in_flight) = in_flight {
+                    metrics.chunk_synthesized(&utterance.voice, in_flight.characters, &stats);
+                }
+                utterance.last_finished_at = Some(now);
                 self.in_flight = None;
                 settle(utterance, None);
             }
             JobEvent::Failed(error) => {
                 tracing::warn!(session_id = %self.session_id, utterance_id, error = %error, "Synthesis failed.");
+                metrics.chunk_failed(&utterance.voice);
                 utterance.chunks.clear();
                 utterance.failed = true;
                 self.in_flight = None;
@@ -474,6 +569,14 @@ impl Driver {
         let Some(chunk) = utterance.chunks.pop_front() else {
             return Ok(());
         };
+        let in_flight = InFlight {
+            utterance_id: utterance.id,
+            characters: chunk.text.chars().count(),
+            first: chunk.first,
+        };
+        if chunk.first {
+            utterance.first_submitted_at.get_or_insert_with(Instant::now);
+        }
         let tx = self.engine_tx.clone();
         let (generation, utterance_id) = (utterance.generation, utterance.id);
         let job = Job {
@@ -493,7 +596,7 @@ impl Driver {
         };
         match self.state.pool.submit(job) {
             Ok(()) => {
-                self.in_flight = Some(utterance_id);
+                self.in_flight = Some(in_flight);
                 Ok(())
             }
             Err(error) => {
@@ -524,6 +627,21 @@ impl Driver {
             } else {
                 UtteranceEndReason::Completed
             };
+            let synthesis = utterance
+                .first_submitted_at
+                .zip(utterance.last_finished_at)
+                .map(|(s, f)| f.duration_since(s));
+            let end_to_end = (reason == UtteranceEndReason::Completed)
+                .then(|| {
+                    utterance
+                        .text_read_at
+                        .zip(utterance.last_frame_at)
+                        .map(|(r, l)| l.duration_since(r))
+                })
+                .flatten();
+            self.state
+                .metrics
+                .utterance_ended(&utterance.voice, reason, synthesis, end_to_end);
             self.send_utterance_end(&utterance, reason).await?;
         }
         Ok(())
@@ -556,7 +674,14 @@ impl Driver {
     }
 
     async fn send_json(&mut self, message: &ServerMessage<'_>) -> Result<(), Disconnected> {
-        self.send(Message::Text(message.to_json().into())).await
+        self.send(Message::Text(message.to_json().into())).await?;
+        match message {
+            ServerMessage::Error { code, .. } => self.state.metrics.error_sent(*code),
+            ServerMessage::UtteranceEnd { .. } => self.state.metrics.message_sent(MessageOut::UtteranceEnd),
+            ServerMessage::SessionEnd { .. } => self.state.metrics.message_sent(MessageOut::SessionEnd),
+            ServerMessage::SessionStart { .. } => self.state.metrics.message_sent(MessageOut::SessionStart),
+        }
+        Ok(())
     }
 
     async fn send(&mut self, message: Message) -> Result<(), Disconnected> {
@@ -569,13 +694,39 @@ impl Driver {
     }
 }
 
+/// Records first audio as four consecutive stages measured by the driver's own clock.
+fn record_first_audio(metrics: &GatewayMetrics, utterance: &Utterance, sent_at: Instant) {
+    let (Some(read), Some(submitted), Some(started), Some(pcm)) = (
+        utterance.text_read_at,
+        utterance.first_submitted_at,
+        utterance.first_started_at,
+        utterance.first_pcm_at,
+    ) else {
+        return;
+    };
+    // Clamp so every stage is non-negative even if two instants tie; the sum is still sent_at − read.
+    let submitted = submitted.max(read);
+    let started = started.max(submitted);
+    let pcm = pcm.max(started);
+    let sent_at = sent_at.max(pcm);
+    metrics.first_audio(
+        &utterance.voice,
+        [
+            (Stage::Intake, submitted - read),
+            (Stage::Queue, started - submitted),
+            (Stage::Engine, pcm - started),
+            (Stage::Delivery, sent_at - pcm),
+        ],
+    );
+}
+
 /// Marks an utterance fully synthesised once its text is complete and nothing is left to synthesise,
 /// flushing the framer's zero-padded last frame.
-fn settle(utterance: &mut Utterance, in_flight: Option<u64>) {
+fn settle(utterance: &mut Utterance, in_flight: Option<InFlight>) {
     if utterance.synth_done || !utterance.text_complete || !utterance.chunks.is_empty() {
         return;
     }
-    if in_flight == Some(utterance.id) {
+    if in_flight.is_some_and(|f| f.utterance_id == utterance.id) {
         return;
     }
     if let Some(last) = utterance.framer.finish() {

@@ -3,6 +3,7 @@
 //! engines stop before the driver even sees it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use tts_core::pool::CancelSource;
 
 use crate::config::GatewayConfig;
+use crate::metrics::{GatewayMetrics, MessageIn};
 use crate::protocol::{ClientMessage, Command, ErrorCode, Rejection, parse_client_message};
 
 /// What the reader hands the driver.
@@ -36,6 +38,7 @@ pub(crate) async fn read_loop(
     tx: mpsc::Sender<Inbound>,
     cancel: CancelSource,
     config: GatewayConfig,
+    metrics: Arc<GatewayMetrics>,
 ) {
     let window = Duration::from_secs(config.bad_message_window_seconds);
     let mut recent_bad: VecDeque<Instant> = VecDeque::new();
@@ -60,6 +63,21 @@ pub(crate) async fn read_loop(
         {
             cancel.cancel_all();
         }
+        metrics.message_received(match &item {
+            Inbound::Message {
+                message: ClientMessage::Text { .. },
+                ..
+            } => MessageIn::Text,
+            Inbound::Message {
+                message: ClientMessage::Control(_),
+                ..
+            } => MessageIn::Control,
+            Inbound::Message {
+                message: ClientMessage::Config { .. },
+                ..
+            } => MessageIn::Config,
+            _ => MessageIn::Invalid,
+        });
         if matches!(item, Inbound::Rejected(_)) {
             while recent_bad
                 .front()

@@ -1,0 +1,934 @@
+//! The gateway's metrics: one struct registered once into the process registry, with a method named after
+//! each thing that happens. `docs/telemetry.md` states where every clock starts and stops; the driver
+//! calls these methods at exactly those points.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tts_core::voices::{EngineKind, VoiceInfo};
+use tts_telemetry::window::{WindowedHistogram, WindowedRatio};
+
+use crate::protocol::{Command, ErrorCode, UtteranceEndReason};
+
+/// Latencies a listener notices: 5 ms to 5 s, dense where the targets are (20 ms espeak, 150–300 ms Piper).
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0,
+];
+/// Control and barge-in: sub-millisecond to a quarter second (the SLO is 50 ms).
+const CONTROL_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25,
+];
+/// Frame send intervals cluster at 20 ms; lead frames leave at ~0, stalls show past 30 ms.
+const INTERVAL_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.015, 0.018, 0.019, 0.02, 0.021, 0.022, 0.025, 0.03, 0.04, 0.06, 0.1,
+];
+/// Engine work per chunk: 1 ms (espeak) to 10 s (a long Piper chunk on a busy machine).
+const SYNTHESIS_BUCKETS: [f64; 14] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 10.0,
+];
+/// Real-time factor (engine seconds per audio second): espeak ~0.001, Piper 0.02–0.2, > 1 cannot keep up.
+const RTF_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+];
+/// Session lifetimes: a second to the one-hour cap.
+const SESSION_BUCKETS: [f64; 10] = [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
+
+/// Label values are the variants' names in snake_case (`Delivery` → `delivery`), as Prometheus users expect.
+macro_rules! snake_case_label_values {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                use std::fmt::Write;
+                let name = format!("{self:?}");
+                for (i, c) in name.chars().enumerate() {
+                    if c.is_ascii_uppercase() {
+                        if i > 0 {
+                            encoder.write_char('_')?;
+                        }
+                        encoder.write_char(c.to_ascii_lowercase())?;
+                    } else {
+                        encoder.write_char(c)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    )+};
+}
+
+snake_case_label_values!(
+    Engine,
+    Stage,
+    CommandLabel,
+    DropReason,
+    Endpoint,
+    MessageIn,
+    MessageOut,
+    Outcome,
+    TaskOutcome,
+    Lane
+);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum Engine {
+    Espeak,
+    Piper,
+}
+
+impl From<EngineKind> for Engine {
+    fn from(kind: EngineKind) -> Self {
+        match kind {
+            EngineKind::Espeak => Engine::Espeak,
+            EngineKind::Piper => Engine::Piper,
+        }
+    }
+}
+
+/// A voice from the catalog: bounded by the voices installed, never free text.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VoiceLabels {
+    engine: Engine,
+    voice: String,
+}
+
+impl VoiceLabels {
+    fn of(voice: &VoiceInfo) -> Self {
+        Self {
+            engine: voice.engine.into(),
+            voice: voice.id.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EngineLabels {
+    engine: Engine,
+}
+
+/// The four consecutive parts of first audio; they add up to `tts_first_audio_seconds`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Text read → chunk submitted to the pool (segmentation, admission).
+    Intake,
+    /// Submitted → an engine thread took it.
+    Queue,
+    /// Engine took it → first PCM back in the session.
+    Engine,
+    /// First PCM → first frame handed to the socket (resampling, framing, pacing, write).
+    Delivery,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    engine: Engine,
+    stage: Stage,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum CommandLabel {
+    Pause,
+    Resume,
+    Stop,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabels {
+    command: CommandLabel,
+}
+
+impl From<Command> for CommandLabels {
+    fn from(command: Command) -> Self {
+        let command = match command {
+            Command::Pause => CommandLabel::Pause,
+            Command::Resume => CommandLabel::Resume,
+            Command::Stop => CommandLabel::Stop,
+        };
+        Self { command }
+    }
+}
+
+/// Why frames that were synthesised never reached the client.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    /// STOP dropped them.
+    Stop,
+    /// The client stopped reading (session ended `slow_client`).
+    Backpressure,
+    /// The session ended for any other reason (client gone, timeout, error, shutdown).
+    SessionEnd,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: DropReason,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/v1/stream`
+    V1,
+    /// `/`, the original protocol
+    Legacy,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: Endpoint,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Message types received, `invalid` for anything rejected before it had a type.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum MessageIn {
+    Text,
+    Control,
+    Config,
+    Invalid,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageInLabels {
+    r#type: MessageIn,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum MessageOut {
+    SessionStart,
+    Audio,
+    UtteranceEnd,
+    SessionEnd,
+    Error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageOutLabels {
+    r#type: MessageOut,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum Outcome {
+    Completed,
+    Stopped,
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: Outcome,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum TaskOutcome {
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    engine: Engine,
+    outcome: TaskOutcome,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum Lane {
+    First,
+    Later,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabels {
+    lane: Lane,
+}
+
+/// SLO thresholds; a measurement over its threshold is a violation of that SLO.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SloConfig {
+    /// First audio above this is a first-audio violation.
+    pub first_audio_seconds: f64,
+    /// Barge-in (STOP or PAUSE read → audio stopped) above this is a barge-in violation.
+    pub barge_in_seconds: f64,
+    /// A frame send interval above this (mid-utterance) is a jitter violation.
+    pub frame_interval_seconds: f64,
+    /// Window of the compliance ratios and of `/metrics/summary` percentiles.
+    pub window_seconds: u64,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        Self {
+            first_audio_seconds: 0.3,
+            barge_in_seconds: 0.05,
+            frame_interval_seconds: 0.03,
+            window_seconds: 300,
+        }
+    }
+}
+
+/// Sliding windows behind `/metrics/summary` and the compliance ratios.
+#[derive(Debug)]
+pub struct Windows {
+    pub first_audio: WindowedHistogram,
+    pub synthesis: WindowedHistogram,
+    pub barge_in: WindowedHistogram,
+    pub frame_interval: WindowedHistogram,
+    pub real_time_factor: WindowedHistogram,
+    pub first_audio_ok: WindowedRatio,
+    pub barge_in_ok: WindowedRatio,
+    pub jitter_ok: WindowedRatio,
+    pub availability_ok: WindowedRatio,
+}
+
+impl Windows {
+    fn new(window: Duration) -> Self {
+        let slots = 30;
+        Self {
+            first_audio: WindowedHistogram::new(window, slots),
+            synthesis: WindowedHistogram::new(window, slots),
+            barge_in: WindowedHistogram::new(window, slots),
+            frame_interval: WindowedHistogram::new(window, slots),
+            real_time_factor: WindowedHistogram::new(window, slots),
+            first_audio_ok: WindowedRatio::new(window, slots),
+            barge_in_ok: WindowedRatio::new(window, slots),
+            jitter_ok: WindowedRatio::new(window, slots),
+            availability_ok: WindowedRatio::new(window, slots),
+        }
+    }
+}
+
+/// Everything the gateway measures.
+#[derive(Debug)]
+pub struct GatewayMetrics {
+    slo: SloConfig,
+    pub windows: Arc<Windows>,
+    first_audio: Family<VoiceLabels, Histogram>,
+    first_audio_stage: Family<StageLabels, Histogram>,
+    synthesis_chunk: Family<VoiceLabels, Histogram>,
+    synthesis_utterance: Family<VoiceLabels, Histogram>,
+    end_to_end: Family<VoiceLabels, Histogram>,
+    real_time_factor: Family<VoiceLabels, Histogram>,
+    barge_in: Family<CommandLabels, Histogram>,
+    control: Family<CommandLabels, Histogram>,
+    frame_interval: Histogram,
+    underruns: Family<EngineLabels, Counter>,
+    frames_dropped: Family<DropLabels, Counter>,
+    frames_sent: Counter,
+    audio_bytes_sent: Counter,
+    queue_wait: Family<LaneLabels, Histogram>,
+    engine_tasks: Family<TaskLabels, Counter>,
+    sessions_started: Family<EndpointLabels, Counter>,
+    sessions_ended: Family<ReasonLabels, Counter>,
+    sessions_active: Gauge,
+    sessions_refused: Family<ReasonLabels, Counter>,
+    session_duration: Histogram,
+    connections: Family<EndpointLabels, Counter>,
+    messages_received: Family<MessageInLabels, Counter>,
+    messages_sent: Family<MessageOutLabels, Counter>,
+    errors_sent: Family<CodeLabels, Counter>,
+    utterances: Family<OutcomeLabels, Counter>,
+    characters: Family<EngineLabels, Counter>,
+    slo_first_audio_violations: Counter,
+    slo_barge_in_violations: Counter,
+    slo_jitter_violations: Counter,
+    slo_availability_violations: Counter,
+    /// Totals for `/metrics/summary`, equal to sums over the labelled counters above.
+    synthesis_total: std::sync::atomic::AtomicU64,
+    synthesis_errors: std::sync::atomic::AtomicU64,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &mut Registry, slo: SloConfig) -> Self {
+        let metrics = Self {
+            slo,
+            windows: Arc::new(Windows::new(Duration::from_secs(slo.window_seconds.max(1)))),
+            first_audio: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            first_audio_stage: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            synthesis_chunk: Family::new_with_constructor(|| Histogram::new(SYNTHESIS_BUCKETS)),
+            synthesis_utterance: Family::new_with_constructor(|| Histogram::new(SYNTHESIS_BUCKETS)),
+            end_to_end: Family::new_with_constructor(|| Histogram::new(SESSION_BUCKETS_E2E)),
+            real_time_factor: Family::new_with_constructor(|| Histogram::new(RTF_BUCKETS)),
+            barge_in: Family::new_with_constructor(|| Histogram::new(CONTROL_BUCKETS)),
+            control: Family::new_with_constructor(|| Histogram::new(CONTROL_BUCKETS)),
+            frame_interval: Histogram::new(INTERVAL_BUCKETS),
+            underruns: Family::default(),
+            frames_dropped: Family::default(),
+            frames_sent: Counter::default(),
+            audio_bytes_sent: Counter::default(),
+            queue_wait: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            engine_tasks: Family::default(),
+            sessions_started: Family::default(),
+            sessions_ended: Family::default(),
+            sessions_active: Gauge::default(),
+            sessions_refused: Family::default(),
+            session_duration: Histogram::new(SESSION_BUCKETS),
+            connections: Family::default(),
+            messages_received: Family::default(),
+            messages_sent: Family::default(),
+            errors_sent: Family::default(),
+            utterances: Family::default(),
+            characters: Family::default(),
+            slo_first_audio_violations: Counter::default(),
+            slo_barge_in_violations: Counter::default(),
+            slo_jitter_violations: Counter::default(),
+            slo_availability_violations: Counter::default(),
+            synthesis_total: Default::default(),
+            synthesis_errors: Default::default(),
+        };
+        let r = registry;
+        let s = Unit::Seconds;
+        r.register_with_unit(
+            "tts_first_audio",
+            "Final text read from the socket to the utterance's first frame handed to the socket",
+            s.clone(),
+            metrics.first_audio.clone(),
+        );
+        r.register_with_unit("tts_first_audio_stage", "First audio split into consecutive stages (intake, queue, engine, delivery) that add up to tts_first_audio_seconds", s.clone(), metrics.first_audio_stage.clone());
+        r.register_with_unit(
+            "tts_synthesis_chunk",
+            "Engine wall time for one chunk of text",
+            s.clone(),
+            metrics.synthesis_chunk.clone(),
+        );
+        r.register_with_unit(
+            "tts_synthesis_utterance",
+            "First chunk submitted to last chunk synthesised, per completed utterance",
+            s.clone(),
+            metrics.synthesis_utterance.clone(),
+        );
+        r.register_with_unit(
+            "tts_end_to_end",
+            "Text read to the last frame handed to the socket, per completed utterance",
+            s.clone(),
+            metrics.end_to_end.clone(),
+        );
+        r.register(
+            "tts_real_time_factor_ratio",
+            "Engine seconds per second of audio produced, per chunk",
+            metrics.real_time_factor.clone(),
+        );
+        r.register_with_unit(
+            "tts_barge_in",
+            "STOP or PAUSE read from the socket to the last frame of the utterance handed to the socket",
+            s.clone(),
+            metrics.barge_in.clone(),
+        );
+        r.register_with_unit(
+            "tts_control",
+            "Control message read from the socket to the command taking effect",
+            s.clone(),
+            metrics.control.clone(),
+        );
+        r.register_with_unit(
+            "tts_frame_interval",
+            "Time between consecutive frames of an utterance handed to the socket (20 ms when paced)",
+            s.clone(),
+            metrics.frame_interval.clone(),
+        );
+        r.register(
+            "tts_underruns",
+            "Times synthesis fell behind the 20 ms clock and the client's cushion ran dry",
+            metrics.underruns.clone(),
+        );
+        r.register(
+            "tts_frames_dropped",
+            "Synthesised frames never sent, by reason",
+            metrics.frames_dropped.clone(),
+        );
+        r.register(
+            "tts_frames_sent",
+            "Audio frames handed to the socket",
+            metrics.frames_sent.clone(),
+        );
+        r.register_with_unit(
+            "tts_audio_sent",
+            "PCM bytes handed to the socket",
+            Unit::Bytes,
+            metrics.audio_bytes_sent.clone(),
+        );
+        r.register_with_unit(
+            "tts_queue_wait",
+            "Chunk submitted to the engine pool to an engine thread taking it, by lane",
+            s.clone(),
+            metrics.queue_wait.clone(),
+        );
+        r.register(
+            "tts_engine_tasks",
+            "Chunks that reached an engine, by engine and outcome",
+            metrics.engine_tasks.clone(),
+        );
+        r.register(
+            "tts_sessions_started",
+            "Sessions that received session_start, by endpoint",
+            metrics.sessions_started.clone(),
+        );
+        r.register(
+            "tts_sessions_ended",
+            "Sessions ended, by reason",
+            metrics.sessions_ended.clone(),
+        );
+        r.register(
+            "tts_sessions_active",
+            "Sessions open now",
+            metrics.sessions_active.clone(),
+        );
+        r.register(
+            "tts_sessions_refused",
+            "Connections refused a session, by reason",
+            metrics.sessions_refused.clone(),
+        );
+        r.register_with_unit(
+            "tts_session_duration",
+            "session_start to the session's end",
+            s,
+            metrics.session_duration.clone(),
+        );
+        r.register(
+            "tts_websocket_connections",
+            "WebSocket upgrades accepted, by endpoint",
+            metrics.connections.clone(),
+        );
+        r.register(
+            "tts_messages_received",
+            "Client messages read, by type (invalid: rejected before it had one)",
+            metrics.messages_received.clone(),
+        );
+        r.register(
+            "tts_messages_sent",
+            "Server messages handed to the socket, by type",
+            metrics.messages_sent.clone(),
+        );
+        r.register(
+            "tts_errors_sent",
+            "error messages sent to clients, by code",
+            metrics.errors_sent.clone(),
+        );
+        r.register(
+            "tts_utterances",
+            "Utterances ended, by outcome",
+            metrics.utterances.clone(),
+        );
+        r.register(
+            "tts_characters_synthesized",
+            "Characters of text handed to engines",
+            metrics.characters.clone(),
+        );
+        r.register(
+            "tts_slo_first_audio_violations",
+            "Utterances whose first audio exceeded the first-audio SLO",
+            metrics.slo_first_audio_violations.clone(),
+        );
+        r.register(
+            "tts_slo_barge_in_violations",
+            "STOP or PAUSE whose barge-in latency exceeded the barge-in SLO",
+            metrics.slo_barge_in_violations.clone(),
+        );
+        r.register(
+            "tts_slo_jitter_violations",
+            "Mid-utterance frame intervals above the jitter SLO",
+            metrics.slo_jitter_violations.clone(),
+        );
+        r.register(
+            "tts_slo_availability_violations",
+            "Utterances that failed on the server's side (synthesis failure, overload)",
+            metrics.slo_availability_violations.clone(),
+        );
+        r.register_collector(Box::new(SloCollector {
+            windows: metrics.windows.clone(),
+        }));
+        metrics
+    }
+
+    pub(crate) fn connection(&self, endpoint: Endpoint) {
+        self.connections.get_or_create(&EndpointLabels { endpoint }).inc();
+    }
+
+    pub(crate) fn session_refused(&self, reason: &'static str) {
+        self.sessions_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub(crate) fn session_started(&self, endpoint: Endpoint) {
+        self.sessions_started
+            .get_or_create(&EndpointLabels { endpoint })
+            .inc();
+        self.sessions_active.inc();
+    }
+
+    pub(crate) fn session_ended(&self, reason: &'static str, lifetime: Duration) {
+        self.sessions_ended.get_or_create(&ReasonLabels { reason }).inc();
+        self.sessions_active.dec();
+        self.session_duration.observe(lifetime.as_secs_f64());
+    }
+
+    pub(crate) fn message_received(&self, kind: MessageIn) {
+        self.messages_received
+            .get_or_create(&MessageInLabels { r#type: kind })
+            .inc();
+    }
+
+    pub(crate) fn message_sent(&self, kind: MessageOut) {
+        self.messages_sent
+            .get_or_create(&MessageOutLabels { r#type: kind })
+            .inc();
+    }
+
+    pub(crate) fn error_sent(&self, code: ErrorCode) {
+        self.errors_sent
+            .get_or_create(&CodeLabels { code: code.as_str() })
+            .inc();
+        self.message_sent(MessageOut::Error);
+    }
+
+    pub(crate) fn frame_sent(&self, bytes: usize) {
+        self.frames_sent.inc();
+        self.audio_bytes_sent.inc_by(bytes as u64);
+        self.message_sent(MessageOut::Audio);
+    }
+
+    pub(crate) fn frame_interval(&self, interval: Duration) {
+        let seconds = interval.as_secs_f64();
+        self.frame_interval.observe(seconds);
+        self.windows.frame_interval.observe(seconds);
+        let ok = seconds <= self.slo.frame_interval_seconds;
+        self.windows.jitter_ok.record(ok);
+        if !ok {
+            self.slo_jitter_violations.inc();
+        }
+    }
+
+    pub(crate) fn frames_dropped(&self, reason: DropReason, frames: usize) {
+        if frames > 0 {
+            self.frames_dropped
+                .get_or_create(&DropLabels { reason })
+                .inc_by(frames as u64);
+        }
+    }
+
+    pub(crate) fn underrun(&self, voice: &VoiceInfo) {
+        self.underruns
+            .get_or_create(&EngineLabels {
+                engine: voice.engine.into(),
+            })
+            .inc();
+    }
+
+    /// First audio and its four stages (each `Duration` is one stage; they add up to the total).
+    pub(crate) fn first_audio(&self, voice: &VoiceInfo, stages: [(Stage, Duration); 4]) {
+        let total: Duration = stages.iter().map(|(_, d)| *d).sum();
+        let seconds = total.as_secs_f64();
+        self.first_audio
+            .get_or_create(&VoiceLabels::of(voice))
+            .observe(seconds);
+        for (stage, duration) in stages {
+            self.first_audio_stage
+                .get_or_create(&StageLabels {
+                    engine: voice.engine.into(),
+                    stage,
+                })
+                .observe(duration.as_secs_f64());
+        }
+        self.windows.first_audio.observe(seconds);
+        let ok = seconds <= self.slo.first_audio_seconds;
+        self.windows.first_audio_ok.record(ok);
+        if !ok {
+            self.slo_first_audio_violations.inc();
+        }
+    }
+
+    pub(crate) fn queue_wait(&self, first: bool, wait: Duration) {
+        let lane = if first { Lane::First } else { Lane::Later };
+        self.queue_wait
+            .get_or_create(&LaneLabels { lane })
+            .observe(wait.as_secs_f64());
+    }
+
+    pub(crate) fn chunk_synthesized(
+        &self,
+        voice: &VoiceInfo,
+        characters: usize,
+        stats: &tts_core::pool::JobStats,
+    ) {
+        let labels = VoiceLabels::of(voice);
+        let engine_seconds = stats.engine_time.as_secs_f64();
+        self.synthesis_chunk
+            .get_or_create(&labels)
+            .observe(engine_seconds);
+        self.windows.synthesis.observe(engine_seconds);
+        if let Some(rtf) = stats.real_time_factor() {
+            self.real_time_factor.get_or_create(&labels).observe(rtf);
+            self.windows.real_time_factor.observe(rtf);
+        }
+        self.engine_tasks
+            .get_or_create(&TaskLabels {
+                engine: voice.engine.into(),
+                outcome: TaskOutcome::Completed,
+            })
+            .inc();
+        self.synthesis_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.characters
+            .get_or_create(&EngineLabels {
+                engine: voice.engine.into(),
+            })
+            .inc_by(characters as u64);
+    }
+
+    pub(crate) fn chunk_failed(&self, voice: &VoiceInfo) {
+        self.engine_tasks
+            .get_or_create(&TaskLabels {
+                engine: voice.engine.into(),
+                outcome: TaskOutcome::Failed,
+            })
+            .inc();
+        self.synthesis_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn chunk_cancelled(&self, voice: &VoiceInfo) {
+        self.engine_tasks
+            .get_or_create(&TaskLabels {
+                engine: voice.engine.into(),
+                outcome: TaskOutcome::Cancelled,
+            })
+            .inc();
+    }
+
+    pub(crate) fn utterance_ended(
+        &self,
+        voice: &VoiceInfo,
+        reason: UtteranceEndReason,
+        synthesis: Option<Duration>,
+        end_to_end: Option<Duration>,
+    ) {
+        let outcome = match reason {
+            UtteranceEndReason::Completed => Outcome::Completed,
+            UtteranceEndReason::Stopped => Outcome::Stopped,
+            UtteranceEndReason::Failed => Outcome::Failed,
+        };
+        self.utterances.get_or_create(&OutcomeLabels { outcome }).inc();
+        let labels = VoiceLabels::of(voice);
+        if let Some(synthesis) = synthesis {
+            self.synthesis_utterance
+                .get_or_create(&labels)
+                .observe(synthesis.as_secs_f64());
+        }
+        if let Some(end_to_end) = end_to_end {
+            self.end_to_end
+                .get_or_create(&labels)
+                .observe(end_to_end.as_secs_f64());
+        }
+        let available = reason != UtteranceEndReason::Failed;
+        self.windows.availability_ok.record(available);
+        if !available {
+            self.slo_availability_violations.inc();
+        }
+    }
+
+    /// STOP or PAUSE taking effect: `latency` is from the read to the point after which no frame leaves.
+    pub(crate) fn barge_in(&self, command: Command, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        self.barge_in.get_or_create(&command.into()).observe(seconds);
+        self.windows.barge_in.observe(seconds);
+        let ok = seconds <= self.slo.barge_in_seconds;
+        self.windows.barge_in_ok.record(ok);
+        if !ok {
+            self.slo_barge_in_violations.inc();
+        }
+    }
+
+    pub(crate) fn control(&self, command: Command, latency: Duration) {
+        self.control
+            .get_or_create(&command.into())
+            .observe(latency.as_secs_f64());
+    }
+
+    /// The body of `/metrics/summary`: seed 000's keys plus first audio, jitter, real-time factor and SLO
+    /// compliance. Percentiles are over the sliding window (`slo.window_seconds`), `null` without data.
+    pub fn summary(&self, pool: &tts_core::pool::PoolStats) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let w = &self.windows;
+        let ms = |h: &WindowedHistogram, q: f64| h.quantile(q).map(|v| round(v * 1000.0, 3));
+        let violations = self.slo_first_audio_violations.get()
+            + self.slo_barge_in_violations.get()
+            + self.slo_jitter_violations.get()
+            + self.slo_availability_violations.get();
+        let threads = pool.threads.max(1);
+        serde_json::json!({
+            "status": "ok",
+            "window_seconds": self.slo.window_seconds,
+            "synthesis_total": self.synthesis_total.load(Relaxed),
+            "synthesis_errors": self.synthesis_errors.load(Relaxed),
+            "synthesis_latency_p50_ms": ms(&w.synthesis, 0.5),
+            "synthesis_latency_p95_ms": ms(&w.synthesis, 0.95),
+            "synthesis_latency_p99_ms": ms(&w.synthesis, 0.99),
+            "workers_active": pool.busy,
+            "workers_idle": threads.saturating_sub(pool.busy),
+            "worker_utilization_percent": round(pool.busy as f64 * 100.0 / threads as f64, 1),
+            "queue_depth": pool.queued,
+            "sessions_active": self.sessions_active.get(),
+            "session_barge_in_p95_ms": ms(&w.barge_in, 0.95),
+            "sla_violations": violations,
+            "slo_violations": {
+                "first_audio": self.slo_first_audio_violations.get(),
+                "barge_in": self.slo_barge_in_violations.get(),
+                "jitter": self.slo_jitter_violations.get(),
+                "availability": self.slo_availability_violations.get(),
+            },
+            "first_audio_p50_ms": ms(&w.first_audio, 0.5),
+            "first_audio_p95_ms": ms(&w.first_audio, 0.95),
+            "first_audio_p99_ms": ms(&w.first_audio, 0.99),
+            "frame_interval_p95_ms": ms(&w.frame_interval, 0.95),
+            "real_time_factor_p50": w.real_time_factor.quantile(0.5).map(|v| round(v, 5)),
+            "slo_compliance": {
+                "first_audio": w.first_audio_ok.ratio(),
+                "barge_in": w.barge_in_ok.ratio(),
+                "jitter": w.jitter_ok.ratio(),
+                "availability": w.availability_ok.ratio(),
+            },
+        })
+    }
+}
+
+/// Text-to-last-frame latencies: 50 ms to a minute (long utterances play in real time).
+const SESSION_BUCKETS_E2E: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0];
+
+/// Engine pool and queue gauges, read from the pool at scrape time so they are never stale.
+#[derive(Debug)]
+pub struct PoolCollector {
+    pool: Arc<tts_core::pool::Pool>,
+}
+
+impl PoolCollector {
+    pub fn register(registry: &mut Registry, pool: Arc<tts_core::pool::Pool>) {
+        registry.register_collector(Box::new(Self { pool }));
+    }
+}
+
+impl prometheus_client::collector::Collector for PoolCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let stats = self.pool.stats();
+        let gauges: [(&str, &str, i64); 4] = [
+            (
+                "tts_pool_threads",
+                "Engine threads in the pool",
+                stats.threads as i64,
+            ),
+            (
+                "tts_pool_busy_threads",
+                "Engine threads running a chunk now",
+                stats.busy as i64,
+            ),
+            (
+                "tts_queue_depth",
+                "Chunks waiting for an engine thread now",
+                stats.queued as i64,
+            ),
+            (
+                "tts_queue_capacity",
+                "Chunks the queue holds before refusing with OVERLOADED",
+                stats.queue_capacity as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let ratio = ConstGauge::new(stats.busy as f64 / stats.threads.max(1) as f64);
+        ratio.encode(encoder.encode_descriptor(
+            "tts_pool_utilization_ratio",
+            "Busy engine threads over all engine threads, now (rate(tts_pool_busy_seconds_total) / threads over time)",
+            None,
+            ratio.metric_type(),
+        )?)?;
+        let busy = ConstCounter::new(stats.busy_seconds);
+        busy.encode(encoder.encode_descriptor(
+            "tts_pool_busy_seconds",
+            "Seconds engine threads spent on chunks, summed over threads",
+            None,
+            busy.metric_type(),
+        )?)?;
+        let discarded = ConstCounter::new(stats.discarded);
+        discarded.encode(encoder.encode_descriptor(
+            "tts_queue_discarded",
+            "Chunks dropped from the queue because their session stopped them before an engine took them",
+            None,
+            discarded.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+/// Compliance ratios over the SLO window, computed at scrape time; a ratio with no events in the window
+/// is left out rather than reported as 1.
+#[derive(Debug)]
+struct SloCollector {
+    windows: Arc<Windows>,
+}
+
+impl prometheus_client::collector::Collector for SloCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let w = &self.windows;
+        let ratios = [
+            (
+                "tts_slo_first_audio_compliance_ratio",
+                "Share of utterances within the first-audio SLO over the SLO window",
+                &w.first_audio_ok,
+            ),
+            (
+                "tts_slo_barge_in_compliance_ratio",
+                "Share of STOP/PAUSE within the barge-in SLO over the SLO window",
+                &w.barge_in_ok,
+            ),
+            (
+                "tts_slo_jitter_compliance_ratio",
+                "Share of frame intervals within the jitter SLO over the SLO window",
+                &w.jitter_ok,
+            ),
+            (
+                "tts_slo_availability_compliance_ratio",
+                "Share of utterances not failed by the server over the SLO window",
+                &w.availability_ok,
+            ),
+        ];
+        for (name, help, ratio) in ratios {
+            if let Some(value) = ratio.ratio() {
+                let gauge = ConstGauge::new(value);
+                gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,262 @@
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::http::Request;
+use prometheus_client::metrics::counter::Counter;
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::logging::{LogFormat, build_subscriber};
+
+struct FixedCheck {
+    name: &'static str,
+    required: bool,
+    ok: bool,
+}
+
+impl HealthCheck for FixedCheck {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn required_for_readiness(&self) -> bool {
+        self.required
+    }
+
+    fn check(&self) -> CheckResult {
+        if self.ok {
+            CheckResult::pass("fine")
+        } else {
+            CheckResult::fail("down")
+        }
+    }
+}
+
+fn state(checks: Vec<Arc<dyn HealthCheck>>, heartbeats: Vec<Arc<Heartbeat>>) -> AdminState {
+    let mut registry = Registry::default();
+    let counter: Counter = Counter::default();
+    counter.inc();
+    registry.register("demo_events", "Events seen", counter);
+    AdminState {
+        registry: Arc::new(registry),
+        summary: Arc::new(|| json!({ "p95_seconds": 0.25 })),
+        checks,
+        heartbeats,
+        log: None,
+        started: Instant::now() - Duration::from_secs(3),
+    }
+}
+
+fn check(name: &'static str, required: bool, ok: bool) -> Arc<dyn HealthCheck> {
+    Arc::new(FixedCheck { name, required, ok })
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+async fn send(router: &Router, method: &str, uri: &str, accept: Option<&str>, body: &str) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(accept) = accept {
+        request = request.header(header::ACCEPT, accept);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    Reply {
+        status,
+        content_type,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn metrics_negotiates_the_format() {
+    let router = router(state(vec![], vec![]));
+    let plain = send(&router, "GET", "/metrics", None, "").await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert_eq!(plain.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(
+        plain
+            .body
+            .contains("# TYPE demo_events_total counter\ndemo_events_total 1\n"),
+        "{}",
+        plain.body
+    );
+    assert!(!plain.body.contains("# EOF"));
+
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let open = send(&router, "GET", "/metrics", Some(accept), "").await;
+    assert_eq!(
+        open.content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(
+        open.body.contains("# TYPE demo_events counter\n"),
+        "{}",
+        open.body
+    );
+    assert!(open.body.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn summary_adds_uptime() {
+    let reply = send(
+        &router(state(vec![], vec![])),
+        "GET",
+        "/metrics/summary",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.content_type, "application/json");
+    let body = reply.json();
+    assert_eq!(body["p95_seconds"], 0.25);
+    assert!(body["uptime_seconds"].as_f64().unwrap() >= 3.0);
+}
+
+#[tokio::test]
+async fn health_reports_every_check_and_heartbeat() {
+    let heartbeat = Heartbeat::new("runtime", Duration::from_secs(60));
+    let healthy = router(state(vec![check("engine", true, true)], vec![heartbeat.clone()]));
+    for path in ["/health", "/healthz"] {
+        let reply = send(&healthy, "GET", path, None, "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        let body = reply.json();
+        assert_eq!(body["status"], "ok");
+        assert_eq!(
+            body["checks"]["engine"],
+            json!({"ok": true, "detail": "fine", "required_for_readiness": true})
+        );
+        assert_eq!(body["heartbeats"]["runtime"]["alive"], true);
+    }
+
+    let failing = router(state(vec![check("disk", false, false)], vec![heartbeat]));
+    let reply = send(&failing, "GET", "/health", None, "").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["status"], "failing");
+    assert_eq!(reply.json()["checks"]["disk"]["detail"], "down");
+}
+
+#[tokio::test]
+async fn readiness_fails_only_on_required_checks() {
+    let informational_down = router(state(
+        vec![check("engine", true, true), check("disk", false, false)],
+        vec![],
+    ));
+    for path in ["/readiness", "/readyz"] {
+        let reply = send(&informational_down, "GET", path, None, "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.json()["ready"], true);
+        assert!(reply.json()["checks"].get("disk").is_none());
+    }
+
+    let required_down = router(state(
+        vec![check("engine", true, false), check("warmup", true, true)],
+        vec![],
+    ));
+    let reply = send(&required_down, "GET", "/readyz", None, "").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = reply.json();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["failing"], json!(["engine"]));
+}
+
+#[tokio::test]
+async fn liveness_fails_once_a_frozen_heartbeat_ages_past_its_limit() {
+    let runtime = Heartbeat::new("runtime", Duration::from_millis(50));
+    let other = Heartbeat::new("scheduler", Duration::from_secs(60));
+    let router = router(state(vec![], vec![runtime.clone(), other]));
+    let reply = send(&router, "GET", "/liveness", None, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["alive"], true);
+
+    runtime.freeze();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    runtime.beat();
+    let reply = send(&router, "GET", "/livez", None, "").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = reply.json();
+    assert_eq!(body["alive"], false);
+    assert_eq!(body["stale"][0]["name"], "runtime");
+    assert!(body["stale"][0]["age_seconds"].as_f64().unwrap() >= 0.05);
+    assert_eq!(body["stale"].as_array().unwrap().len(), 1);
+    assert_eq!(body["heartbeats"]["scheduler"]["alive"], true);
+}
+
+#[tokio::test]
+async fn log_level_can_be_read_and_changed() {
+    let (_dispatch, handle) = build_subscriber(LogFormat::Json, "info", std::io::sink).unwrap();
+    let mut with_log = state(vec![], vec![]);
+    with_log.log = Some(handle.clone());
+    let router = router(with_log);
+
+    assert_eq!(
+        send(&router, "GET", "/admin/log-level", None, "").await.body,
+        "info\n"
+    );
+    let reply = send(
+        &router,
+        "PUT",
+        "/admin/log-level",
+        None,
+        "info,tts_gateway=debug\n",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "info,tts_gateway=debug\n");
+    assert_eq!(handle.current_filter(), "info,tts_gateway=debug");
+
+    let reply = send(&router, "PUT", "/admin/log-level", None, "info,x=loud").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body.starts_with("invalid log filter \"info,x=loud\": "),
+        "{}",
+        reply.body
+    );
+    assert_eq!(handle.current_filter(), "info,tts_gateway=debug");
+}
+
+#[tokio::test]
+async fn log_level_without_a_handle_is_not_implemented() {
+    let router = router(state(vec![], vec![]));
+    assert_eq!(
+        send(&router, "PUT", "/admin/log-level", None, "debug")
+            .await
+            .status,
+        StatusCode::NOT_IMPLEMENTED
+    );
+    assert_eq!(
+        send(&router, "GET", "/admin/log-level", None, "").await.status,
+        StatusCode::NOT_IMPLEMENTED
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_list_the_routes() {
+    let reply = send(&router(state(vec![], vec![])), "GET", "/nope", None, "").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(
+        reply.body.contains("/readiness") && reply.body.contains("PUT /admin/log-level"),
+        "{}",
+        reply.body
+    );
+}

@@ -1,0 +1,34 @@
+//! Telemetry plumbing for ttsd, free of any TTS knowledge: the pieces every component uses to expose
+//! metrics, logs and health, while the metrics themselves are defined by the crates that own them.
+//!
+//! - [`exposition`] encodes a `prometheus_client` registry as OpenMetrics or Prometheus text 0.0.4.
+//! - [`window`] keeps sliding-window quantiles and ratios in fixed memory for `/metrics/summary`.
+//! - [`process`] exports the standard `process_*` metrics from `/proc/self` and a `*_build_info` metric.
+//! - [`logging`] installs the JSON/text `tracing` subscriber with span-field flattening, a reloadable
+//!   filter and [`redact`]ion of personal data.
+//! - [`heartbeat`] and [`stall`] detect a wedged or stalling async runtime.
+//! - [`admin`] is the admin HTTP router: `/metrics`, `/metrics/summary`, `/health`, `/readiness`,
+//!   `/liveness`, `/admin/log-level`.
+//!
+//! It does not build the registry (the binary does, once, and passes it down), does not define metric
+//! names beyond the standard process ones, and does not serve HTTP itself: [`router`] is a value the
+//! binary mounts on the admin listener.
+
+pub mod admin;
+pub mod exposition;
+pub mod heartbeat;
+pub mod logging;
+pub mod process;
+pub mod stall;
+pub mod window;
+
+/// The client library, re-exported so every crate uses the same version.
+pub use prometheus_client;
+
+pub use admin::{AdminState, CheckResult, HealthCheck, router};
+pub use exposition::{EncodeError, Exposition, encode};
+pub use heartbeat::Heartbeat;
+pub use logging::{LogFormat, LogHandle, LoggingError, build_subscriber, init_logging, redact};
+pub use process::{register_build_info, register_process_metrics};
+pub use stall::{StallDetectorConfig, StallMetrics, spawn_stall_detector};
+pub use window::{WindowedHistogram, WindowedRatio};
