@@ -5,7 +5,8 @@ set -euo pipefail
 mode="${1:-run}"
 packages=(espeak-ng espeak-ng-data libespeak-ng-dev python3 python3-venv gcc make)
 if [ "$mode" = "test" ]; then
-  packages+=(procps)
+  # promtool (in Debian's prometheus package) lints a real /metrics scrape.
+  packages+=(procps prometheus)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -16,7 +17,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version." >&2

@@ -551,7 +551,83 @@ impl GatewayMetrics {
         r.register_collector(Box::new(SloCollector {
             windows: metrics.windows.clone(),
         }));
+        metrics.init_series();
         metrics
+    }
+
+    /// Creates every series whose labels are known up front at zero, so dashboards and `rate()` see them
+    /// from the first scrape instead of appearing with the first event. Voice-labelled series appear with
+    /// their voice's first use.
+    fn init_series(&self) {
+        for engine in [Engine::Espeak, Engine::Piper] {
+            let _ = self.underruns.get_or_create(&EngineLabels {
+                engine: engine.clone(),
+            });
+            let _ = self.characters.get_or_create(&EngineLabels {
+                engine: engine.clone(),
+            });
+            for outcome in [
+                TaskOutcome::Completed,
+                TaskOutcome::Cancelled,
+                TaskOutcome::Failed,
+            ] {
+                let _ = self.engine_tasks.get_or_create(&TaskLabels {
+                    engine: engine.clone(),
+                    outcome,
+                });
+            }
+        }
+        for reason in [DropReason::Stop, DropReason::Backpressure, DropReason::SessionEnd] {
+            let _ = self.frames_dropped.get_or_create(&DropLabels { reason });
+        }
+        for endpoint in [Endpoint::V1, Endpoint::Legacy] {
+            let _ = self.connections.get_or_create(&EndpointLabels { endpoint });
+            let _ = self.sessions_started.get_or_create(&EndpointLabels { endpoint });
+        }
+        for reason in crate::session::END_REASONS {
+            let _ = self.sessions_ended.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["overloaded", "unknown_voice"] {
+            let _ = self.sessions_refused.get_or_create(&ReasonLabels { reason });
+        }
+        for kind in [
+            MessageIn::Text,
+            MessageIn::Control,
+            MessageIn::Config,
+            MessageIn::Invalid,
+        ] {
+            let _ = self
+                .messages_received
+                .get_or_create(&MessageInLabels { r#type: kind });
+        }
+        for kind in [
+            MessageOut::SessionStart,
+            MessageOut::Audio,
+            MessageOut::UtteranceEnd,
+            MessageOut::SessionEnd,
+            MessageOut::Error,
+        ] {
+            let _ = self
+                .messages_sent
+                .get_or_create(&MessageOutLabels { r#type: kind });
+        }
+        for code in ErrorCode::ALL {
+            let _ = self
+                .errors_sent
+                .get_or_create(&CodeLabels { code: code.as_str() });
+        }
+        for outcome in [Outcome::Completed, Outcome::Stopped, Outcome::Failed] {
+            let _ = self.utterances.get_or_create(&OutcomeLabels { outcome });
+        }
+        for command in [Command::Pause, Command::Resume, Command::Stop] {
+            let _ = self.control.get_or_create(&command.into());
+        }
+        for command in [Command::Pause, Command::Stop] {
+            let _ = self.barge_in.get_or_create(&command.into());
+        }
+        for lane in [Lane::First, Lane::Later] {
+            let _ = self.queue_wait.get_or_create(&LaneLabels { lane });
+        }
     }
 
     pub(crate) fn connection(&self, endpoint: Endpoint) {

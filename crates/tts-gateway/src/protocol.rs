@@ -64,6 +64,16 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::InvalidMessage,
+        ErrorCode::TextTooLong,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::UnknownVoice,
+        ErrorCode::SynthesisFailed,
+        ErrorCode::Overloaded,
+        ErrorCode::InternalError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidMessage => "INVALID_MESSAGE",

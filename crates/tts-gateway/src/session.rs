@@ -20,6 +20,16 @@ use crate::metrics::{Endpoint, MessageOut};
 use crate::protocol::{Encoding, ErrorCode, ServerMessage};
 use driver::{Driver, DriverParts};
 
+/// Every `session_end` reason a session can end with, including those never sent (the client is gone).
+pub(crate) const END_REASONS: [&str; 6] = [
+    "client_closed",
+    "idle_timeout",
+    "max_duration",
+    "too_many_errors",
+    "slow_client",
+    "server_shutdown",
+];
+
 /// Counts live sessions against `max_sessions`.
 #[derive(Debug)]
 pub(crate) struct Admission {

@@ -82,7 +82,7 @@ mod tests {
     }
 
     /// A counter, a counter with a unit and an exemplar, a gauge, a labelled histogram and an info metric.
-    pub(crate) fn sample_registry() -> Registry {
+    fn sample_registry() -> Registry {
         let mut registry = Registry::default();
         let requests: Counter = Counter::default();
         requests.inc_by(3);

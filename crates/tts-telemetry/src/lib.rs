@@ -13,6 +13,37 @@
 //! It does not build the registry (the binary does, once, and passes it down), does not define metric
 //! names beyond the standard process ones, and does not serve HTTP itself: [`router`] is a value the
 //! binary mounts on the admin listener.
+//!
+//! Wiring, as the binary does it:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//!
+//! use tts_telemetry::prometheus_client::registry::Registry;
+//! use tts_telemetry::{AdminState, Heartbeat, StallMetrics, WindowedHistogram};
+//!
+//! let mut registry = Registry::default();
+//! tts_telemetry::register_process_metrics(&mut registry);
+//! tts_telemetry::register_build_info(&mut registry, "app_build", "Build", &[("version", "0.1.0")]);
+//! let stall_metrics = StallMetrics::register(&mut registry, "app");
+//! let runtime = Heartbeat::new("runtime", Duration::from_secs(2));
+//! let latency = Arc::new(WindowedHistogram::new(Duration::from_secs(300), 30));
+//! latency.observe(0.120);
+//!
+//! let summary_latency = latency.clone();
+//! let admin = tts_telemetry::router(AdminState {
+//!     registry: Arc::new(registry),
+//!     summary: Arc::new(move || serde_json::json!({ "p95_seconds": summary_latency.quantile(0.95) })),
+//!     checks: Vec::new(),
+//!     heartbeats: vec![runtime.clone()],
+//!     log: None,
+//!     started: Instant::now(),
+//! });
+//! // In an async context: `spawn_stall_detector(config, stall_metrics, runtime)`, then serve `admin`
+//! // on the admin listener with `axum::serve`.
+//! # drop((admin, stall_metrics));
+//! ```
 
 pub mod admin;
 pub mod exposition;

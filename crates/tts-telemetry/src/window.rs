@@ -3,7 +3,7 @@
 //!
 //! Prometheus histograms answer "what was p95 over the last 5 minutes" only through a query engine. A
 //! human curling the admin port wants the answer directly, so these types keep a ring of time slots
-//! ([`ring`]) and merge the live ones on read. They are for summaries, not for export: export the
+//! (`window/ring.rs`) and merge the live ones on read. They are for summaries, not for export: export the
 //! cumulative `prometheus_client` metrics and let Prometheus compute rates.
 
 mod ring;

@@ -3,9 +3,13 @@
 //! server internals, so what it measures is what a real client sees.
 
 mod client;
+mod http;
+mod prom;
 mod server;
 
 pub use client::{ClientError, Event, Received, StreamClient};
+pub use http::{Response, http_get, http_request};
+pub use prom::{Sample, Scrape};
 pub use server::ServerProcess;
 
 /// Root-mean-square level of 16-bit samples in dBFS (-120 for silence).

@@ -258,6 +258,8 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         );
     }
     let admin_task = tokio::spawn(async move { axum::serve(admin, admin_router).await });
+    // Announced before warm-up, so orchestrators and tests can watch /readiness turn from 503 to 200.
+    println!("ttsd admin: http://{admin_addr}");
 
     let warm_pool = pool.clone();
     let warm_voice = default_voice.clone();

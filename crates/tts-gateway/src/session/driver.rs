@@ -42,6 +42,7 @@ pub(crate) enum EndReason {
 }
 
 impl EndReason {
+    /// One of `session::END_REASONS`.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             EndReason::ClientClosed => "client_closed",

@@ -376,7 +376,7 @@ mod tests {
         }
 
         #[test]
-        fn text_without_markers_or_seven_digits_is_borrowed(text in "[a-zA-Z .,:=-]{0,60}[0-9]{0,6}") {
+        fn text_without_markers_or_seven_digits_is_borrowed(text in "[a-wA-W .,:=-]{0,60}[0-9]{0,6}") {
             proptest::prop_assert!(matches!(redact(&text), Cow::Borrowed(_)));
         }
     }
