@@ -32,7 +32,7 @@ use tts_core::pool::Pool;
 use tts_core::voices::{VoiceCatalog, VoiceInfo};
 
 pub use config::GatewayConfig;
-pub use metrics::{GatewayMetrics, PoolCollector, SloConfig, Windows};
+pub use metrics::{GatewayMetrics, MetricsLevel, PoolCollector, SloConfig, Windows};
 pub use protocol::{BINARY_HEADER_BYTES, Command, Encoding, ErrorCode};
 
 use session::{Admission, SessionRequest};

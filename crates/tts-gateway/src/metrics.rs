@@ -256,6 +256,17 @@ struct LaneLabels {
     lane: Lane,
 }
 
+/// How much the gateway records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsLevel {
+    /// Everything in docs/telemetry.md.
+    #[default]
+    Full,
+    /// Session counters only (benchmark baseline).
+    Minimal,
+}
+
 /// SLO thresholds; a measurement over its threshold is a violation of that SLO.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -316,6 +327,8 @@ impl Windows {
 #[derive(Debug)]
 pub struct GatewayMetrics {
     slo: SloConfig,
+    /// False for the `minimal` level: only session counters are kept (for A/B overhead measurements).
+    full: bool,
     pub windows: Arc<Windows>,
     first_audio: Family<VoiceLabels, Histogram>,
     first_audio_stage: Family<StageLabels, Histogram>,
@@ -354,8 +367,15 @@ pub struct GatewayMetrics {
 
 impl GatewayMetrics {
     pub fn register(registry: &mut Registry, slo: SloConfig) -> Self {
+        Self::register_with_level(registry, slo, MetricsLevel::Full)
+    }
+
+    /// `Minimal` keeps the families (so scrapes look the same) but records only session counters; it
+    /// exists to measure what the per-frame and per-chunk instrumentation costs.
+    pub fn register_with_level(registry: &mut Registry, slo: SloConfig, level: MetricsLevel) -> Self {
         let metrics = Self {
             slo,
+            full: level == MetricsLevel::Full,
             windows: Arc::new(Windows::new(Duration::from_secs(slo.window_seconds.max(1)))),
             first_audio: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             first_audio_stage: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
@@ -654,18 +674,27 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn message_received(&self, kind: MessageIn) {
+        if !self.full {
+            return;
+        }
         self.messages_received
             .get_or_create(&MessageInLabels { r#type: kind })
             .inc();
     }
 
     pub(crate) fn message_sent(&self, kind: MessageOut) {
+        if !self.full {
+            return;
+        }
         self.messages_sent
             .get_or_create(&MessageOutLabels { r#type: kind })
             .inc();
     }
 
     pub(crate) fn error_sent(&self, code: ErrorCode) {
+        if !self.full {
+            return;
+        }
         self.errors_sent
             .get_or_create(&CodeLabels { code: code.as_str() })
             .inc();
@@ -673,12 +702,18 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn frame_sent(&self, bytes: usize) {
+        if !self.full {
+            return;
+        }
         self.frames_sent.inc();
         self.audio_bytes_sent.inc_by(bytes as u64);
         self.message_sent(MessageOut::Audio);
     }
 
     pub(crate) fn frame_interval(&self, interval: Duration) {
+        if !self.full {
+            return;
+        }
         let seconds = interval.as_secs_f64();
         self.frame_interval.observe(seconds);
         self.windows.frame_interval.observe(seconds);
@@ -690,6 +725,9 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn frames_dropped(&self, reason: DropReason, frames: usize) {
+        if !self.full {
+            return;
+        }
         if frames > 0 {
             self.frames_dropped
                 .get_or_create(&DropLabels { reason })
@@ -698,6 +736,9 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn underrun(&self, voice: &VoiceInfo) {
+        if !self.full {
+            return;
+        }
         self.underruns
             .get_or_create(&EngineLabels {
                 engine: voice.engine.into(),
@@ -707,6 +748,9 @@ impl GatewayMetrics {
 
     /// First audio and its four stages (each `Duration` is one stage; they add up to the total).
     pub(crate) fn first_audio(&self, voice: &VoiceInfo, stages: [(Stage, Duration); 4]) {
+        if !self.full {
+            return;
+        }
         let total: Duration = stages.iter().map(|(_, d)| *d).sum();
         let seconds = total.as_secs_f64();
         self.first_audio
@@ -729,6 +773,9 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn queue_wait(&self, first: bool, wait: Duration) {
+        if !self.full {
+            return;
+        }
         let lane = if first { Lane::First } else { Lane::Later };
         self.queue_wait
             .get_or_create(&LaneLabels { lane })
@@ -741,6 +788,9 @@ impl GatewayMetrics {
         characters: usize,
         stats: &tts_core::pool::JobStats,
     ) {
+        if !self.full {
+            return;
+        }
         let labels = VoiceLabels::of(voice);
         let engine_seconds = stats.engine_time.as_secs_f64();
         self.synthesis_chunk
@@ -767,6 +817,9 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn chunk_failed(&self, voice: &VoiceInfo) {
+        if !self.full {
+            return;
+        }
         self.engine_tasks
             .get_or_create(&TaskLabels {
                 engine: voice.engine.into(),
@@ -778,6 +831,9 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn chunk_cancelled(&self, voice: &VoiceInfo) {
+        if !self.full {
+            return;
+        }
         self.engine_tasks
             .get_or_create(&TaskLabels {
                 engine: voice.engine.into(),
@@ -793,6 +849,9 @@ impl GatewayMetrics {
         synthesis: Option<Duration>,
         end_to_end: Option<Duration>,
     ) {
+        if !self.full {
+            return;
+        }
         let outcome = match reason {
             UtteranceEndReason::Completed => Outcome::Completed,
             UtteranceEndReason::Stopped => Outcome::Stopped,
@@ -819,6 +878,9 @@ impl GatewayMetrics {
 
     /// STOP or PAUSE taking effect: `latency` is from the read to the point after which no frame leaves.
     pub(crate) fn barge_in(&self, command: Command, latency: Duration) {
+        if !self.full {
+            return;
+        }
         let seconds = latency.as_secs_f64();
         self.barge_in.get_or_create(&command.into()).observe(seconds);
         self.windows.barge_in.observe(seconds);
@@ -830,6 +892,9 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn control(&self, command: Command, latency: Duration) {
+        if !self.full {
+            return;
+        }
         self.control
             .get_or_create(&command.into())
             .observe(latency.as_secs_f64());

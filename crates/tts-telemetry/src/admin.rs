@@ -1,4 +1,4 @@
-//! The admin HTTP router: metrics, health, readiness, liveness and the live log level.
+//! The admin HTTP router: metrics, health, readiness, liveness, the live log level and profiles.
 //!
 //! Routes:
 //!
@@ -11,24 +11,35 @@
 //! | GET | `/liveness`, `/livez` | 200 when every heartbeat is alive; else 503 naming each stale heartbeat and its age under `stale`. |
 //! | GET | `/admin/log-level` | The current log filter, as text. |
 //! | PUT | `/admin/log-level` | Body: a filter (`debug`, `info,tts_gateway=debug`). 200 with the new filter, 400 with the parse error, 501 when the process has no [`LogHandle`]. |
+//! | GET | `/debug/pprof/profile?seconds=30&frequency=99` | Samples the CPU for `seconds` (1..=300, default 30) at `frequency` Hz (1..=250, default 99). 200 `application/octet-stream`, gzipped pprof (`cpu.pb.gz`); with `&format=flamegraph`, 200 `image/svg+xml`. 409 while another CPU profile or sampled section runs; 400 for bad parameters. |
+//! | GET | `/debug/pprof/heap` | jemalloc's sampled live heap: 200 `application/octet-stream`, gzipped pprof (`heap.pb.gz`). 501 when the process has no jemalloc profiling or heap sampling is off. |
+//!
+//! The `/debug/pprof/*` routes answer 404 with how to enable them unless [`AdminState::profiling`] is
+//! set. A configured token is always required (`Authorization: Bearer <token>`, else 401); without one
+//! they serve only a loopback admin listener and answer 403 otherwise. Fetch with
+//! `curl -H "Authorization: Bearer $TOKEN" -o cpu.pb.gz 'http://ADMIN/debug/pprof/profile?seconds=30'`
+//! and read with `go tool pprof -top cpu.pb.gz`.
 //!
 //! Anything else is a 404 whose body lists these routes. The router is a value: serve it on its own
 //! listener (the admin port), never on the public one.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::exposition::{self, Exposition};
 use crate::heartbeat::Heartbeat;
 use crate::logging::LogHandle;
+use crate::profiling::{self, DEFAULT_FREQUENCY_HZ, ProfilingError};
 
 const ROUTES: &str = "\
 Admin routes:
@@ -39,6 +50,9 @@ Admin routes:
   GET /liveness /livez    heartbeats
   GET /admin/log-level    current log filter
   PUT /admin/log-level    set the log filter (body: e.g. info,tts_gateway=debug)
+  GET /debug/pprof/profile?seconds=30[&frequency=99][&format=flamegraph]
+                          CPU profile (gzipped pprof, or SVG), when profiling is enabled
+  GET /debug/pprof/heap   heap profile (gzipped pprof), when profiling is enabled
 ";
 
 /// The outcome of one health check.
@@ -93,9 +107,35 @@ pub struct AdminState {
     pub log: Option<LogHandle>,
     /// When the process started, for `uptime_seconds`.
     pub started: Instant,
+    /// Who may fetch `/debug/pprof/*`; `None` disables those routes.
+    pub profiling: Option<ProfilingAccess>,
+}
+
+/// Access rules for the `/debug/pprof/*` routes: profiles show code paths and heap contents' shape, and
+/// a CPU profile costs CPU, so they are not for anyone who can reach the admin port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfilingAccess {
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Whether the admin listener accepts loopback connections only. Without a token, profiles are
+    /// served only then.
+    pub loopback_only: bool,
+}
+
+impl ProfilingAccess {
+    /// Rules for an admin listener bound to `admin`.
+    pub fn for_listener(admin: SocketAddr, token: Option<String>) -> Self {
+        Self {
+            token,
+            loopback_only: admin.ip().is_loopback(),
+        }
+    }
 }
 
 type Shared = State<Arc<AdminState>>;
+
+/// `/debug/pprof/profile` without `seconds`: Go's default.
+const DEFAULT_CPU_SECONDS: u64 = 30;
 
 /// Builds the admin router over `state`.
 pub fn router(state: AdminState) -> Router {
@@ -109,6 +149,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/liveness", get(liveness))
         .route("/livez", get(liveness))
         .route("/admin/log-level", get(get_log_level).put(put_log_level))
+        .route("/debug/pprof/profile", get(cpu_profile))
+        .route("/debug/pprof/heap", get(heap_profile))
         .fallback(|| async { (StatusCode::NOT_FOUND, ROUTES) })
         .with_state(Arc::new(state))
 }
@@ -273,6 +315,147 @@ async fn put_log_level(State(state): Shared, body: String) -> Response {
             }
             (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
         }
+    }
+}
+
+const PROFILING_DISABLED: &str = "Profiling is disabled in this process. Restart it with \
+    ENABLE_PROFILING=true (or `enabled = true` in the profiling configuration) to serve /debug/pprof/*.\n";
+const PROFILING_NEEDS_TOKEN: &str = "Profiling on an admin listener that is not loopback-only needs a \
+    token: set PROFILE_TOKEN (or `token` in the profiling configuration), or bind the admin listener to \
+    127.0.0.1.\n";
+
+/// Query of `/debug/pprof/profile`; the names are Go's.
+#[derive(Debug, Deserialize)]
+struct CpuProfileQuery {
+    seconds: Option<u64>,
+    frequency: Option<i32>,
+    format: Option<String>,
+}
+
+/// Why a `/debug/pprof/*` request is turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Disabled,
+    NeedsToken,
+    Unauthorized,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Disabled => (StatusCode::NOT_FOUND, PROFILING_DISABLED).into_response(),
+            Self::NeedsToken => (StatusCode::FORBIDDEN, PROFILING_NEEDS_TOKEN).into_response(),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "Profiling needs Authorization: Bearer <token>.\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Checks [`AdminState::profiling`] against the request.
+fn authorize(access: Option<&ProfilingAccess>, headers: &HeaderMap) -> Result<(), Refusal> {
+    let access = access.ok_or(Refusal::Disabled)?;
+    let Some(token) = &access.token else {
+        return if access.loopback_only {
+            Ok(())
+        } else {
+            Err(Refusal::NeedsToken)
+        };
+    };
+    let offered = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match offered {
+        Some(offered) if constant_time_eq(offered.as_bytes(), token.as_bytes()) => Ok(()),
+        _ => Err(Refusal::Unauthorized),
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn pprof_response(bytes: Vec<u8>, file_name: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// The one place a [`ProfilingError`] becomes an HTTP answer.
+fn profiling_error(error: &ProfilingError) -> Response {
+    match error {
+        ProfilingError::Busy => (
+            StatusCode::CONFLICT,
+            "A CPU profile is already being taken (only one runs at a time); try again when it ends.\n",
+        )
+            .into_response(),
+        ProfilingError::HeapUnavailable(why) => {
+            (StatusCode::NOT_IMPLEMENTED, format!("{why}\n")).into_response()
+        }
+        _ => {
+            tracing::error!(
+                error = error as &dyn std::error::Error,
+                "Taking a profile failed."
+            );
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Taking the profile failed; the server log has the detail.\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn cpu_profile(
+    State(state): Shared,
+    headers: HeaderMap,
+    Query(query): Query<CpuProfileQuery>,
+) -> Response {
+    if let Err(refusal) = authorize(state.profiling.as_ref(), &headers) {
+        return refusal.into_response();
+    }
+    let flamegraph = match query.format.as_deref() {
+        None | Some("pprof" | "proto") => false,
+        Some("flamegraph" | "svg") => true,
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("Unknown format {other:?}: use pprof (the default) or flamegraph.\n"),
+            )
+                .into_response();
+        }
+    };
+    let seconds = query.seconds.unwrap_or(DEFAULT_CPU_SECONDS);
+    let frequency = query.frequency.unwrap_or(DEFAULT_FREQUENCY_HZ);
+    match profiling::cpu_profile(seconds, frequency).await {
+        Ok(profile) if flamegraph => {
+            ([(header::CONTENT_TYPE, "image/svg+xml")], profile.flamegraph_svg).into_response()
+        }
+        Ok(profile) => pprof_response(profile.pprof_gz, "cpu.pb.gz"),
+        Err(error) => profiling_error(&error),
+    }
+}
+
+async fn heap_profile(State(state): Shared, headers: HeaderMap) -> Response {
+    if let Err(refusal) = authorize(state.profiling.as_ref(), &headers) {
+        return refusal.into_response();
+    }
+    match profiling::heap_profile().await {
+        Ok(bytes) => pprof_response(bytes, "heap.pb.gz"),
+        Err(error) => profiling_error(&error),
     }
 }
 

@@ -6,9 +6,13 @@
 //! - [`process`] exports the standard `process_*` metrics from `/proc/self` and a `*_build_info` metric.
 //! - [`logging`] installs the JSON/text `tracing` subscriber with span-field flattening, a reloadable
 //!   filter and [`redact`]ion of personal data.
+//! - [`otel`] exports `tracing` spans over OTLP when a collector is configured, and propagates W3C
+//!   trace context.
 //! - [`heartbeat`] and [`stall`] detect a wedged or stalling async runtime.
+//! - [`profiling`] takes on-demand CPU (pprof-rs) and heap (jemalloc) profiles and profiles named code
+//!   sections that run long.
 //! - [`admin`] is the admin HTTP router: `/metrics`, `/metrics/summary`, `/health`, `/readiness`,
-//!   `/liveness`, `/admin/log-level`.
+//!   `/liveness`, `/admin/log-level`, `/debug/pprof/profile`, `/debug/pprof/heap`.
 //!
 //! It does not build the registry (the binary does, once, and passes it down), does not define metric
 //! names beyond the standard process ones, and does not serve HTTP itself: [`router`] is a value the
@@ -38,6 +42,7 @@
 //!     checks: Vec::new(),
 //!     heartbeats: vec![runtime.clone()],
 //!     log: None,
+//!     profiling: None,
 //!     started: Instant::now(),
 //! });
 //! // In an async context: `spawn_stall_detector(config, stall_metrics, runtime)`, then serve `admin`
@@ -49,17 +54,24 @@ pub mod admin;
 pub mod exposition;
 pub mod heartbeat;
 pub mod logging;
+pub mod otel;
 pub mod process;
+pub mod profiling;
 pub mod stall;
 pub mod window;
 
 /// The client library, re-exported so every crate uses the same version.
 pub use prometheus_client;
 
-pub use admin::{AdminState, CheckResult, HealthCheck, router};
+pub use admin::{AdminState, CheckResult, HealthCheck, ProfilingAccess, router};
 pub use exposition::{EncodeError, Exposition, encode};
 pub use heartbeat::Heartbeat;
-pub use logging::{LogFormat, LogHandle, LoggingError, build_subscriber, init_logging, redact};
+pub use logging::{
+    LogFormat, LogHandle, LoggingError, build_subscriber, build_subscriber_with_tracing, init_logging,
+    init_logging_with_tracing, redact,
+};
+pub use otel::{OtelGuard, TracingConfig, set_parent_from_traceparent, trace_ids};
 pub use process::{register_build_info, register_process_metrics};
+pub use profiling::{ProfilingConfig, ProfilingError, profile_section};
 pub use stall::{StallDetectorConfig, StallMetrics, spawn_stall_detector};
 pub use window::{WindowedHistogram, WindowedRatio};

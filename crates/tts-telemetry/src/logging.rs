@@ -7,6 +7,10 @@
 //! pass through [`redact`] whatever the format. The filter uses `EnvFilter` syntax (`info`,
 //! `info,tts_gateway=debug`) and can be swapped through [`LogHandle::set_filter`] (the admin router's
 //! `PUT /admin/log-level`).
+//!
+//! [`init_logging_with_tracing`] also installs the OpenTelemetry layer of [`crate::otel`] when a
+//! collector is configured; JSON lines logged inside a traced span then carry its `trace_id` and
+//! `span_id`.
 
 mod layer;
 mod redact;
@@ -22,6 +26,8 @@ use tracing_subscriber::{Registry, reload};
 
 use layer::LineLayer;
 pub use redact::redact;
+
+use crate::otel::{self, OtelGuard, TracingConfig};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,6 +70,16 @@ pub enum LoggingError {
     /// Not `json` or `text`.
     #[error("unknown log format {0:?}, expected \"json\" or \"text\"")]
     UnknownFormat(String),
+    /// The OTLP span exporter could not be built (a malformed or `https` endpoint).
+    #[error("cannot export traces to {endpoint:?}")]
+    TraceExport {
+        endpoint: String,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// Trace export was asked for outside a Tokio runtime.
+    #[error("trace export must be set up inside a Tokio runtime")]
+    NoRuntime,
 }
 
 /// Changes and reads the live log filter; cheap to clone.
@@ -119,6 +135,18 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<LogHandle, Loggin
     Ok(handle)
 }
 
+/// [`init_logging`], plus span export when `tracing` names a collector: then it must run inside a
+/// Tokio runtime, and the returned guard must live until shutdown (dropping it flushes the spans).
+pub fn init_logging_with_tracing(
+    format: LogFormat,
+    filter: &str,
+    tracing: &TracingConfig,
+) -> Result<(LogHandle, Option<OtelGuard>), LoggingError> {
+    let (dispatch, handle, guard) = build_subscriber_with_tracing(format, filter, std::io::stderr, tracing)?;
+    dispatch.try_init().map_err(LoggingError::AlreadyInstalled)?;
+    Ok((handle, guard))
+}
+
 /// Builds the same subscriber as [`init_logging`] around any writer, without installing it: use it with
 /// `tracing::dispatcher::with_default` (tests capture output this way).
 pub fn build_subscriber<W>(
@@ -129,16 +157,61 @@ pub fn build_subscriber<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    let (dispatch, handle, _) = build(format, filter, writer, None)?;
+    Ok((dispatch, handle))
+}
+
+/// Builds the same subscriber as [`init_logging_with_tracing`] around any writer, without installing
+/// it, so an in-process test can export to its own collector.
+pub fn build_subscriber_with_tracing<W>(
+    format: LogFormat,
+    filter: &str,
+    writer: W,
+    tracing: &TracingConfig,
+) -> Result<(tracing::Dispatch, LogHandle, Option<OtelGuard>), LoggingError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let guard = match &tracing.otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            tokio::runtime::Handle::try_current().map_err(|_| LoggingError::NoRuntime)?;
+            let guard = otel::start(tracing, endpoint).map_err(|source| LoggingError::TraceExport {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+            Some(guard)
+        }
+    };
+    build(format, filter, writer, guard)
+}
+
+fn build<W>(
+    format: LogFormat,
+    filter: &str,
+    writer: W,
+    otel: Option<OtelGuard>,
+) -> Result<(tracing::Dispatch, LogHandle, Option<OtelGuard>), LoggingError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = filter.trim();
     let (filter_layer, reload) = reload::Layer::new(parse_filter(filter)?);
-    let subscriber = Registry::default()
-        .with(filter_layer)
-        .with(LineLayer::new(format, writer));
     let handle = LogHandle {
         reload,
         current: Arc::new(std::sync::Mutex::new(filter.to_owned())),
     };
-    Ok((tracing::Dispatch::new(subscriber), handle))
+    let base = Registry::default().with(filter_layer);
+    // Two subscriber types rather than an `Option` layer: with tracing off, no OpenTelemetry code is
+    // on the path of any span or event.
+    let dispatch = match &otel {
+        None => tracing::Dispatch::new(base.with(LineLayer::new(format, writer, false))),
+        Some(guard) => tracing::Dispatch::new(
+            base.with(otel::layer(guard))
+                .with(LineLayer::new(format, writer, true)),
+        ),
+    };
+    Ok((dispatch, handle, otel))
 }
 
 #[cfg(test)]

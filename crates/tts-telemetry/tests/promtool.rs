@@ -82,6 +82,7 @@ async fn scrape() -> String {
         checks: Vec::new(),
         heartbeats: vec![Heartbeat::new("runtime", Duration::from_secs(5))],
         log: None,
+        profiling: None,
         started: Instant::now(),
     };
     let request = Request::get("/metrics")

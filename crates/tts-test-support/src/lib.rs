@@ -4,11 +4,13 @@
 
 mod client;
 mod http;
+mod otlp;
 mod prom;
 mod server;
 
 pub use client::{ClientError, Event, Received, StreamClient};
 pub use http::{Response, http_get, http_request};
+pub use otlp::{OtlpSink, ReceivedSpan};
 pub use prom::{Sample, Scrape};
 pub use server::ServerProcess;
 

@@ -276,7 +276,8 @@ async fn run_session(
             break;
         };
         let counted = sent_at >= count_from;
-        let mut first_at: Option<Instant> = None;
+        // When the audio received so far for this utterance has finished playing.
+        let mut buffer_end: Option<Instant> = None;
         let mut previous: Option<Instant> = None;
         let mut frames = 0u64;
         let mut stop_at: Option<Instant> = None;
@@ -290,15 +291,20 @@ async fn run_session(
             match received.event {
                 Event::Audio { .. } => {
                     let at = received.at;
-                    let first = *first_at.get_or_insert(at);
                     if frames == 0 {
                         local.first_audio_ms.push(ms(at - sent_at));
                     } else if let Some(previous) = previous {
                         local.interval_ms.push(ms(at - previous));
                     }
-                    // Played from the first frame on, frame k is needed at first + k × 20 ms.
-                    if at > first + FRAME * frames as u32 {
-                        local.late_frames += 1;
+                    // A listener plays frames back to back from the first one on: a frame arriving after
+                    // the audio before it has finished playing is late (the listener heard a gap).
+                    match buffer_end {
+                        Some(end) if at > end && frames > 0 => {
+                            local.late_frames += 1;
+                            buffer_end = Some(at + FRAME);
+                        }
+                        Some(end) if at <= end => buffer_end = Some(end + FRAME),
+                        _ => buffer_end = Some(at + FRAME),
                     }
                     frames += 1;
                     local.frames += 1;

@@ -40,6 +40,9 @@ pub(crate) struct ServerConfig {
     pub(crate) default_voice: String,
     /// On SIGTERM, how long open sessions get to receive `session_end` before the process exits.
     pub(crate) shutdown_grace_seconds: u64,
+    /// `full` records every metric in docs/telemetry.md; `minimal` only session counters (a baseline for
+    /// measuring instrumentation overhead).
+    pub(crate) metrics: tts_gateway::MetricsLevel,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             admin_listen: DEFAULT_ADMIN_LISTEN.into(),
             default_voice: DEFAULT_VOICE.into(),
             shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            metrics: tts_gateway::MetricsLevel::Full,
         }
     }
 }

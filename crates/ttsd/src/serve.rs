@@ -185,7 +185,11 @@ struct Telemetry {
 
 fn build_telemetry(config: &Config, pool: &Arc<Pool>) -> Telemetry {
     let mut registry = Registry::default();
-    let metrics = Arc::new(GatewayMetrics::register(&mut registry, config.slo));
+    let metrics = Arc::new(GatewayMetrics::register_with_level(
+        &mut registry,
+        config.slo,
+        config.server.metrics,
+    ));
     PoolCollector::register(&mut registry, pool.clone());
     tts_telemetry::register_process_metrics(&mut registry);
     tts_telemetry::register_build_info(
@@ -242,6 +246,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         heartbeats: telemetry.heartbeats.clone(),
         log: Some(log),
         started: std::time::Instant::now(),
+        profiling: None,
     };
     let mut admin_router = tts_telemetry::router(admin_state);
     if test_hooks {

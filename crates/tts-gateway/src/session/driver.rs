@@ -234,6 +234,22 @@ impl Driver {
             self.submit_next().await?;
             self.finish_utterances().await?;
             let wake = self.next_wake();
+            if wake.is_some_and(|at| at <= Instant::now()) {
+                // A frame is due now. Control messages still go first (a PAUSE or STOP already read must
+                // hold it back), but engine output must not: a fast engine keeps its channel busy for the
+                // whole utterance, and draining it first would hold the first frame until synthesis ends.
+                match self.inbound.try_recv() {
+                    Ok(inbound) => {
+                        self.last_inbound = Instant::now();
+                        if let Some(reason) = self.on_inbound(inbound).await? {
+                            return Ok(reason);
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Ok(EndReason::ClientClosed),
+                    Err(mpsc::error::TryRecvError::Empty) => self.on_clock().await?,
+                }
+                continue;
+            }
             let idle_at = self.last_inbound + idle;
             tokio::select! {
                 biased;
@@ -244,8 +260,8 @@ impl Driver {
                         return Ok(reason);
                     }
                 }
-                Some(message) = self.engine_rx.recv() => self.on_engine(message).await?,
                 _ = sleep_until(wake.unwrap_or(max_end)), if wake.is_some() => self.on_clock().await?,
+                Some(message) = self.engine_rx.recv() => self.on_engine(message).await?,
                 _ = sleep_until(idle_at) => {
                     if self.utterances.is_empty() {
                         return Ok(EndReason::IdleTimeout);
@@ -265,6 +281,10 @@ impl Driver {
         }
         let front = self.utterances.front()?;
         if !front.frames.is_empty() {
+            if front.frames_sent == 0 {
+                // An utterance's first frame leaves at once (on_clock restarts the clock for it).
+                return Some(Instant::now());
+            }
             return Some(self.pacer.next_due().unwrap_or_else(Instant::now));
         }
         if front.frames_sent > 0 && !front.synth_done {
@@ -294,8 +314,10 @@ impl Driver {
             }
             return Ok(());
         }
-        if front.frames_sent == 0 && self.pacer.cushion_empty(now) {
-            // A new utterance after the clock ran out starts a fresh clock; that is not an underrun.
+        if front.frames_sent == 0 {
+            // The first frame of every utterance leaves at once and starts a fresh clock: first audio is
+            // never held back behind the previous utterance's cushion (the client's buffer then briefly
+            // holds at most twice the lead). Not an underrun.
             self.pacer.restart();
         }
         if self.pacer.next_due().is_some_and(|due| due > now) {

@@ -43,6 +43,7 @@ fn state(checks: Vec<Arc<dyn HealthCheck>>, heartbeats: Vec<Arc<Heartbeat>>) -> 
         checks,
         heartbeats,
         log: None,
+        profiling: None,
         started: Instant::now() - Duration::from_secs(3),
     }
 }
@@ -259,4 +260,154 @@ async fn unknown_routes_list_the_routes() {
         "{}",
         reply.body
     );
+}
+
+mod pprof {
+    use super::*;
+    use crate::profiling::{ProfilerSlot, TEST_SAMPLER};
+
+    struct Binary {
+        status: StatusCode,
+        headers: axum::http::HeaderMap,
+        body: Vec<u8>,
+    }
+
+    impl Binary {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        fn header(&self, name: header::HeaderName) -> &str {
+            self.headers.get(name).unwrap().to_str().unwrap()
+        }
+    }
+
+    fn profiled(access: Option<ProfilingAccess>) -> Router {
+        router(AdminState {
+            profiling: access,
+            ..state(vec![], vec![])
+        })
+    }
+
+    fn remote(token: Option<&str>) -> Option<ProfilingAccess> {
+        Some(ProfilingAccess::for_listener(
+            "0.0.0.0:8081".parse().unwrap(),
+            token.map(str::to_owned),
+        ))
+    }
+
+    async fn get(router: &Router, uri: &str, bearer: Option<&str>) -> Binary {
+        let mut request = Request::get(uri);
+        if let Some(token) = bearer {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = to_bytes(response.into_body(), 64 << 20).await.unwrap();
+        Binary {
+            status,
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn disabled_routes_say_how_to_enable_them() {
+        let router = profiled(None);
+        for uri in ["/debug/pprof/profile?seconds=1", "/debug/pprof/heap"] {
+            let reply = get(&router, uri, None).await;
+            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
+            assert!(reply.text().contains("ENABLE_PROFILING=true"), "{}", reply.text());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remote_admin_needs_the_bearer_token() {
+        let _serial = TEST_SAMPLER.lock().await;
+        let router = profiled(remote(Some("s3cret")));
+        for bearer in [None, Some("wrong"), Some("s3cre")] {
+            let reply = get(&router, "/debug/pprof/profile?seconds=1", bearer).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{bearer:?}");
+            assert_eq!(reply.header(header::WWW_AUTHENTICATE), "Bearer");
+        }
+
+        let reply = get(&router, "/debug/pprof/profile?seconds=1", Some("s3cret")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.header(header::CONTENT_TYPE), "application/octet-stream");
+        assert_eq!(
+            reply.header(header::CONTENT_DISPOSITION),
+            "attachment; filename=\"cpu.pb.gz\""
+        );
+        assert_eq!(&reply.body[..2], &[0x1f, 0x8b], "gzip magic");
+
+        let svg = get(
+            &router,
+            "/debug/pprof/profile?seconds=1&frequency=250&format=flamegraph",
+            Some("s3cret"),
+        )
+        .await;
+        assert_eq!(svg.status, StatusCode::OK, "{}", svg.text());
+        assert_eq!(svg.header(header::CONTENT_TYPE), "image/svg+xml");
+        assert!(svg.text().contains("<svg"), "{}", svg.text());
+    }
+
+    #[tokio::test]
+    async fn a_remote_admin_without_a_token_refuses() {
+        let router = profiled(remote(None));
+        for uri in ["/debug/pprof/profile?seconds=1", "/debug/pprof/heap"] {
+            let reply = get(&router, uri, Some("anything")).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}");
+            assert!(reply.text().contains("PROFILE_TOKEN"), "{}", reply.text());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_is_required_on_loopback_too_once_configured() {
+        let access = ProfilingAccess::for_listener("127.0.0.1:0".parse().unwrap(), Some("t".into()));
+        assert!(access.loopback_only);
+        let reply = get(&profiled(Some(access)), "/debug/pprof/heap", None).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn the_heap_without_jemalloc_is_not_implemented_and_says_why() {
+        let loopback = ProfilingAccess::for_listener("[::1]:0".parse().unwrap(), None);
+        let reply = get(&profiled(Some(loopback)), "/debug/pprof/heap", None).await;
+        assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
+        assert!(reply.text().contains("jemalloc"), "{}", reply.text());
+    }
+
+    #[tokio::test]
+    async fn a_profile_while_the_sampler_is_taken_conflicts() {
+        let _serial = TEST_SAMPLER.lock().await;
+        let router = profiled(Some(ProfilingAccess {
+            token: None,
+            loopback_only: true,
+        }));
+        let slot = ProfilerSlot::try_acquire().unwrap();
+        let reply = get(&router, "/debug/pprof/profile?seconds=1", None).await;
+        assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text());
+        drop(slot);
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_bad_requests() {
+        let router = profiled(Some(ProfilingAccess {
+            token: None,
+            loopback_only: true,
+        }));
+        for uri in [
+            "/debug/pprof/profile?seconds=soon",
+            "/debug/pprof/profile?frequency=-",
+            "/debug/pprof/profile?seconds=1&format=png",
+        ] {
+            let reply = get(&router, uri, None).await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}: {}", reply.text());
+        }
+    }
 }

@@ -4,15 +4,21 @@
 //! top-level keys (`session_id`), so this layer keeps each span's fields in the span's extensions and
 //! merges those of every enclosing span (root first, inner spans winning) under the event's own fields.
 //! Because span data lives in the registry, a span entered on another thread still contributes.
+//!
+//! When an OpenTelemetry layer shares the subscriber, JSON lines also get the `trace_id` and `span_id`
+//! of the event's innermost span, read through the dispatcher this layer was registered with.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
+use opentelemetry::trace::TraceContextExt as _;
 use serde_json::Value;
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
@@ -21,17 +27,34 @@ use super::LogFormat;
 use super::redact::redact;
 use super::timestamp::write_rfc3339;
 
-/// Keys every JSON line starts with; a field with one of these names is written as `field.<name>`.
-const RESERVED: [&str; 4] = ["timestamp", "level", "target", "message"];
+/// Keys a JSON line may start with; a field with one of these names is written as `field.<name>`.
+const RESERVED: [&str; 6] = ["timestamp", "level", "target", "message", "trace_id", "span_id"];
 
 pub(super) struct LineLayer<W> {
     format: LogFormat,
     writer: W,
+    /// Present when lines carry trace ids; filled with the subscriber's dispatcher once it exists. Weak,
+    /// because the dispatcher owns this layer.
+    dispatch: Option<OnceLock<WeakDispatch>>,
 }
 
 impl<W> LineLayer<W> {
-    pub(super) fn new(format: LogFormat, writer: W) -> Self {
-        Self { format, writer }
+    pub(super) fn new(format: LogFormat, writer: W, trace_ids: bool) -> Self {
+        Self {
+            format,
+            writer,
+            dispatch: trace_ids.then(OnceLock::new),
+        }
+    }
+
+    /// Hex trace and span id of the span `id`, when the OpenTelemetry layer knows it.
+    fn trace_ids(&self, id: &Id) -> Option<(String, String)> {
+        let dispatch = self.dispatch.as_ref()?.get()?.upgrade()?;
+        let cx = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
+        let span = cx.span();
+        let ids = span.span_context();
+        ids.is_valid()
+            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
     }
 }
 
@@ -116,6 +139,13 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'a> MakeWriter<'a> + 'static,
 {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        if let Some(slot) = &self.dispatch {
+            // A layer belongs to one subscriber, so this runs once; a second call changes nothing.
+            let _ = slot.set(subscriber.downgrade());
+        }
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();
@@ -153,9 +183,15 @@ where
             fields: &mut fields,
             message: Some(&mut message),
         });
+        // Looked up with no extensions borrowed: the OpenTelemetry layer takes its own locks.
+        let trace_ids = match (self.format, &self.dispatch) {
+            (LogFormat::Json, Some(_)) => ctx.event_span(event).and_then(|span| self.trace_ids(&span.id())),
+            _ => None,
+        };
         let line = Line {
             event,
             message: message.as_deref().unwrap_or(""),
+            trace_ids: trace_ids.as_ref(),
             fields: &fields,
         };
         let text = match self.format {
@@ -173,6 +209,7 @@ where
 struct Line<'a> {
     event: &'a Event<'a>,
     message: &'a str,
+    trace_ids: Option<&'a (String, String)>,
     fields: &'a [(&'static str, Value)],
 }
 
@@ -186,6 +223,10 @@ impl Line<'_> {
         push_json_string(&mut out, metadata.target());
         out.push_str(",\"message\":");
         push_json_string(&mut out, self.message);
+        if let Some((trace_id, span_id)) = self.trace_ids {
+            // Hex digits only: nothing to escape.
+            let _ = write!(out, ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"");
+        }
         for (name, value) in self.fields {
             out.push(',');
             if RESERVED.contains(name) {
