@@ -133,6 +133,8 @@ pub struct Job {
     /// Carried into the engine thread's log span, so its lines name the session.
     pub session_id: Arc<str>,
     pub utterance_id: u64,
+    /// The span the job's `synthesize` span is a child of (the utterance's), across the thread hop.
+    pub parent: tracing::Span,
     /// Receives the job's events on the engine thread; must not block.
     pub events: Box<dyn FnMut(JobEvent) + Send>,
 }
@@ -349,21 +351,36 @@ fn engine_thread(shared: &Shared) {
         let busy_since = Instant::now();
         let queue_wait = queued.enqueued.elapsed();
         let Queued { mut job, .. } = queued;
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
+            parent: &job.parent,
             "synthesize",
-            session_id = %job.session_id,
-            utterance_id = job.utterance_id,
-            voice = %job.voice.id,
+            "tts.engine" = job.voice.engine.as_str(),
+            "tts.voice" = %job.voice.id,
+            "tts.characters" = job.text.chars().count(),
+            "tts.first_chunk" = job.first,
+            "tts.queue_wait_ms" = queue_wait.as_secs_f64() * 1000.0,
+            "tts.audio_seconds" = tracing::field::Empty,
+            "tts.real_time_factor" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_message" = tracing::field::Empty,
         );
         let _entered = span.enter();
         (job.events)(JobEvent::Started { queue_wait });
         let outcome = run_job(shared, &mut job, queue_wait, &mut resamplers);
         match outcome {
-            Ok(stats) => (job.events)(JobEvent::Finished(stats)),
+            Ok(stats) => {
+                span.record("tts.audio_seconds", stats.audio_seconds);
+                if let Some(rtf) = stats.real_time_factor() {
+                    span.record("tts.real_time_factor", rtf);
+                }
+                (job.events)(JobEvent::Finished(stats))
+            }
             Err(EngineError::Cancelled) => {
                 tracing::debug!("Synthesis cancelled.");
             }
             Err(error) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_message", error.to_string().as_str());
                 tracing::warn!(error = %error, "Synthesis failed.");
                 (job.events)(JobEvent::Failed(error));
             }
@@ -397,6 +414,8 @@ fn run_job(
             StreamResampler::new(rate).map_err(|err| EngineError::Espeak(format!("resampler: {err}")))?,
         ),
     };
+    let inference = tracing::info_span!("inference", "tts.engine" = job.voice.engine.as_str());
+    let _inference = inference.enter();
     let started = Instant::now();
     let mut first_pcm = None;
     let mut produced = 0usize;
@@ -420,6 +439,7 @@ fn run_job(
         Flow::Continue
     });
     let engine_time = started.elapsed();
+    drop(_inference);
     lock(&shared.idle_engines)
         .entry(job.voice.id.clone())
         .or_default()
@@ -483,6 +503,7 @@ mod tests {
             cancel: cancel.token(),
             session_id: name.into(),
             utterance_id: 1,
+            parent: tracing::Span::none(),
             events: Box::new(move |event| {
                 let kind = match event {
                     JobEvent::Started { .. } => "started",
@@ -507,6 +528,7 @@ mod tests {
             cancel: CancelSource::new().token(),
             session_id: "blocker".into(),
             utterance_id: 0,
+            parent: tracing::Span::none(),
             events: Box::new(move |event| {
                 if let (JobEvent::Started { .. }, Some(rx)) = (&event, release_rx.take()) {
                     let _ = started_tx.send(());
@@ -587,6 +609,7 @@ mod tests {
             cancel: CancelSource::new().token(),
             session_id: "s".into(),
             utterance_id: 1,
+            parent: tracing::Span::none(),
             events: Box::new(move |event| {
                 let _ = tx.send(event);
             }),

@@ -132,22 +132,34 @@ pub async fn run(
 struct StreamParams {
     voice: Option<String>,
     encoding: Option<String>,
+    /// W3C trace context, for clients that cannot set headers on the upgrade request.
+    traceparent: Option<String>,
 }
 
 async fn stream(
     ws: WebSocketUpgrade,
     State(state): State<Arc<GatewayState>>,
     Query(params): Query<StreamParams>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    upgrade(ws, state, params, false)
+    upgrade(ws, state, with_header_traceparent(params, &headers), false)
+}
+
+/// The `traceparent` header wins over the query parameter.
+fn with_header_traceparent(mut params: StreamParams, headers: &axum::http::HeaderMap) -> StreamParams {
+    if let Some(value) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        params.traceparent = Some(value.to_owned());
+    }
+    params
 }
 
 async fn legacy_stream(
     ws: WebSocketUpgrade,
     State(state): State<Arc<GatewayState>>,
     Query(params): Query<StreamParams>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    upgrade(ws, state, params, true)
+    upgrade(ws, state, with_header_traceparent(params, &headers), true)
 }
 
 fn upgrade(ws: WebSocketUpgrade, state: Arc<GatewayState>, params: StreamParams, legacy: bool) -> Response {
@@ -179,6 +191,7 @@ fn upgrade(ws: WebSocketUpgrade, state: Arc<GatewayState>, params: StreamParams,
                     voice,
                     encoding,
                     legacy,
+                    traceparent: params.traceparent,
                 },
             )
         })

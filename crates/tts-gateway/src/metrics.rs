@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -104,6 +105,12 @@ impl VoiceLabels {
             voice: voice.id.clone(),
         }
     }
+}
+
+/// Exemplar labels: the trace that produced the observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TraceLabels {
+    trace_id: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -330,13 +337,13 @@ pub struct GatewayMetrics {
     /// False for the `minimal` level: only session counters are kept (for A/B overhead measurements).
     full: bool,
     pub windows: Arc<Windows>,
-    first_audio: Family<VoiceLabels, Histogram>,
+    first_audio: Family<VoiceLabels, HistogramWithExemplars<TraceLabels>>,
     first_audio_stage: Family<StageLabels, Histogram>,
     synthesis_chunk: Family<VoiceLabels, Histogram>,
     synthesis_utterance: Family<VoiceLabels, Histogram>,
     end_to_end: Family<VoiceLabels, Histogram>,
     real_time_factor: Family<VoiceLabels, Histogram>,
-    barge_in: Family<CommandLabels, Histogram>,
+    barge_in: Family<CommandLabels, HistogramWithExemplars<TraceLabels>>,
     control: Family<CommandLabels, Histogram>,
     frame_interval: Histogram,
     underruns: Family<EngineLabels, Counter>,
@@ -377,13 +384,17 @@ impl GatewayMetrics {
             slo,
             full: level == MetricsLevel::Full,
             windows: Arc::new(Windows::new(Duration::from_secs(slo.window_seconds.max(1)))),
-            first_audio: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            first_audio: Family::new_with_constructor(|| {
+                HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter())
+            }),
             first_audio_stage: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             synthesis_chunk: Family::new_with_constructor(|| Histogram::new(SYNTHESIS_BUCKETS)),
             synthesis_utterance: Family::new_with_constructor(|| Histogram::new(SYNTHESIS_BUCKETS)),
             end_to_end: Family::new_with_constructor(|| Histogram::new(SESSION_BUCKETS_E2E)),
             real_time_factor: Family::new_with_constructor(|| Histogram::new(RTF_BUCKETS)),
-            barge_in: Family::new_with_constructor(|| Histogram::new(CONTROL_BUCKETS)),
+            barge_in: Family::new_with_constructor(|| {
+                HistogramWithExemplars::new(CONTROL_BUCKETS.into_iter())
+            }),
             control: Family::new_with_constructor(|| Histogram::new(CONTROL_BUCKETS)),
             frame_interval: Histogram::new(INTERVAL_BUCKETS),
             underruns: Family::default(),
@@ -747,15 +758,23 @@ impl GatewayMetrics {
     }
 
     /// First audio and its four stages (each `Duration` is one stage; they add up to the total).
-    pub(crate) fn first_audio(&self, voice: &VoiceInfo, stages: [(Stage, Duration); 4]) {
+    /// `trace_id` becomes an exemplar (OpenMetrics output) when the utterance's trace is sampled.
+    pub(crate) fn first_audio(
+        &self,
+        trace_id: Option<String>,
+        voice: &VoiceInfo,
+        stages: [(Stage, Duration); 4],
+    ) {
         if !self.full {
             return;
         }
         let total: Duration = stages.iter().map(|(_, d)| *d).sum();
         let seconds = total.as_secs_f64();
-        self.first_audio
-            .get_or_create(&VoiceLabels::of(voice))
-            .observe(seconds);
+        self.first_audio.get_or_create(&VoiceLabels::of(voice)).observe(
+            seconds,
+            trace_id.map(|trace_id| TraceLabels { trace_id }),
+            None,
+        );
         for (stage, duration) in stages {
             self.first_audio_stage
                 .get_or_create(&StageLabels {
@@ -877,12 +896,16 @@ impl GatewayMetrics {
     }
 
     /// STOP or PAUSE taking effect: `latency` is from the read to the point after which no frame leaves.
-    pub(crate) fn barge_in(&self, command: Command, latency: Duration) {
+    pub(crate) fn barge_in(&self, command: Command, latency: Duration, trace_id: Option<String>) {
         if !self.full {
             return;
         }
         let seconds = latency.as_secs_f64();
-        self.barge_in.get_or_create(&command.into()).observe(seconds);
+        self.barge_in.get_or_create(&command.into()).observe(
+            seconds,
+            trace_id.map(|trace_id| TraceLabels { trace_id }),
+            None,
+        );
         self.windows.barge_in.observe(seconds);
         let ok = seconds <= self.slo.barge_in_seconds;
         self.windows.barge_in_ok.record(ok);

@@ -163,6 +163,16 @@ pub enum UtteranceEndReason {
     Failed,
 }
 
+impl UtteranceEndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UtteranceEndReason::Completed => "completed",
+            UtteranceEndReason::Stopped => "stopped",
+            UtteranceEndReason::Failed => "failed",
+        }
+    }
+}
+
 /// Messages from the server, other than audio.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

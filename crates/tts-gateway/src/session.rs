@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use tts_core::audio::{FRAME_MS, OUTPUT_SAMPLE_RATE};
 use tts_core::pool::CancelSource;
 use tts_core::voices::{UnknownVoice, VoiceInfo};
@@ -82,6 +83,8 @@ pub(crate) struct SessionRequest {
     pub(crate) encoding: Encoding,
     /// Connected at `/`: speak only the original protocol's messages.
     pub(crate) legacy: bool,
+    /// W3C `traceparent` to join the client's trace.
+    pub(crate) traceparent: Option<String>,
 }
 
 static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -165,16 +168,33 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
     state.metrics.message_sent(MessageOut::SessionStart);
     state.metrics.session_started(endpoint);
     let started = std::time::Instant::now();
-    tracing::info!(session_id = %session_id, voice = %voice.id, legacy = request.legacy, "Session started.");
+    // The root of the session's trace (or a child of the client's, with `traceparent`). Its fields ride
+    // along to every log line of the session, engine threads included.
+    let span = tracing::info_span!(
+        "session",
+        session_id = %session_id,
+        "session.id" = %session_id,
+        "tts.voice" = %voice.id,
+        "tts.endpoint" = if request.legacy { "legacy" } else { "v1" },
+    );
+    if let Some(traceparent) = &request.traceparent
+        && !tts_telemetry::set_parent_from_traceparent(&span, traceparent)
+    {
+        tracing::debug!(session_id = %session_id, "Ignored a malformed traceparent.");
+    }
+    span.in_scope(|| tracing::info!(voice = %voice.id, legacy = request.legacy, "Session started."));
     let cancel = CancelSource::new();
     let (tx, rx) = mpsc::channel(64);
-    let reader = tokio::spawn(reader::read_loop(
-        stream,
-        tx,
-        cancel.clone(),
-        state.config.clone(),
-        state.metrics.clone(),
-    ));
+    let reader = tokio::spawn(
+        reader::read_loop(
+            stream,
+            tx,
+            cancel.clone(),
+            state.config.clone(),
+            state.metrics.clone(),
+        )
+        .instrument(span.clone()),
+    );
     let driver = Driver::new(DriverParts {
         state: state.clone(),
         sink,
@@ -184,11 +204,12 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
         encoding: request.encoding,
         voice,
         cancel,
+        span: span.clone(),
     });
-    let reason = driver.run().await;
+    let reason = driver.run().instrument(span.clone()).await;
     reader.abort();
     state.metrics.session_ended(reason.as_str(), started.elapsed());
-    tracing::info!(session_id = %session_id, reason = reason.as_str(), "Session ended.");
+    span.in_scope(|| tracing::info!(reason = reason.as_str(), "Session ended."));
 }
 
 #[cfg(test)]

@@ -86,11 +86,16 @@ async fn go_tool_pprof_reads_the_served_profile_and_names_the_busy_function() {
     assert_eq!(response.status(), StatusCode::OK);
     let profile = to_bytes(response.into_body(), 64 << 20).await.unwrap();
     let top = go_tool_pprof_top(&profile);
+    println!("{top}");
     assert!(
         top.contains("ttsd_busy_loop_for_profile_test"),
         "`go tool pprof -top` does not name the busy function:\n{top}"
     );
     assert!(top.contains("Type: cpu"), "{top}");
+    assert!(
+        !top.contains("backtrace::"),
+        "the sampler's own unwinder frames must not show:\n{top}"
+    );
 }
 
 #[tokio::test]

@@ -27,6 +27,9 @@ pub(crate) struct Config {
     pub(crate) gateway: GatewayConfig,
     pub(crate) slo: SloConfig,
     pub(crate) logging: LoggingConfig,
+    /// OpenTelemetry trace export (off unless an endpoint is set here, by `--otlp-endpoint` or by
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub(crate) tracing: tts_telemetry::TracingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +155,7 @@ impl Config {
 
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         let mut problems = self.gateway.validate();
+        problems.extend(self.tracing.validate());
         if self.engine.onnx_intra_threads == 0 {
             problems.push("engine.onnx_intra_threads must be greater than 0".into());
         }

@@ -44,6 +44,9 @@ pub(crate) struct ServeArgs {
     /// Maximum concurrent sessions.
     #[arg(long)]
     max_sessions: Option<usize>,
+    /// Export traces over OTLP/gRPC to this endpoint, e.g. http://127.0.0.1:4317.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
     /// Serve `POST /test/freeze-heartbeats` on the admin port, so tests can make liveness fail.
     #[arg(long, hide = true)]
     test_hooks: bool,
@@ -69,20 +72,42 @@ impl ServeArgs {
         if let Some(max) = self.max_sessions {
             config.gateway.max_sessions = max;
         }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            config.tracing.otlp_endpoint = Some(endpoint.clone());
+        }
     }
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    // The standard OTEL_* variables, then flags, win over the file and TTSD_* variables.
+    let env_problems = config.tracing.apply_env(std::env::vars());
     args.apply(&mut config);
+    if !env_problems.is_empty() {
+        anyhow::bail!(
+            "invalid OpenTelemetry environment:\n  - {}",
+            env_problems.join("\n  - ")
+        );
+    }
     config.validate()?;
-    let log = tts_telemetry::init_logging(config.logging.format, &config.logging.filter)?;
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ttsd-async")
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(serve(config, log, args.test_hooks))
+        .context("cannot start the async runtime")?;
+    let (log, otel) = {
+        // The OTLP exporter needs a runtime to start in.
+        let _entered = runtime.enter();
+        tts_telemetry::init_logging_with_tracing(
+            config.logging.format,
+            &config.logging.filter,
+            &config.tracing,
+        )?
+    };
+    let result = runtime.block_on(serve(config, log, args.test_hooks));
+    // Flush spans while the runtime's workers still run.
+    drop(otel);
+    result
 }
 
 /// The catalog, and an engine pool that has not loaded any voice yet.

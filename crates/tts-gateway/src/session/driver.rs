@@ -90,11 +90,25 @@ struct Utterance {
     last_finished_at: Option<Instant>,
     /// The previous frame of this utterance handed to the socket, for the frame interval (cleared by PAUSE).
     last_frame_at: Option<Instant>,
+    /// Child of the session span; ends when the utterance is dropped.
+    span: tracing::Span,
 }
 
 impl Utterance {
-    fn new(id: u64, generation: u64, voice: Arc<VoiceInfo>) -> Self {
+    fn new(id: u64, generation: u64, voice: Arc<VoiceInfo>, session: &tracing::Span) -> Self {
+        let span = tracing::info_span!(
+            parent: session,
+            "utterance",
+            utterance_id = id,
+            "tts.engine" = voice.engine.as_str(),
+            "tts.voice" = %voice.id,
+            "tts.first_audio_ms" = tracing::field::Empty,
+            "tts.frames" = tracing::field::Empty,
+                        "tts.outcome" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+        );
         Self {
+            span,
             id,
             generation,
             voice,
@@ -130,6 +144,7 @@ pub(crate) struct Driver {
     inbound: mpsc::Receiver<Inbound>,
     shutdown: watch::Receiver<bool>,
     session_id: Arc<str>,
+    span: tracing::Span,
     legacy: bool,
     encoding: Encoding,
     voice: Arc<VoiceInfo>,
@@ -159,6 +174,7 @@ pub(crate) struct DriverParts {
     pub(crate) encoding: Encoding,
     pub(crate) voice: Arc<VoiceInfo>,
     pub(crate) cancel: CancelSource,
+    pub(crate) span: tracing::Span,
 }
 
 impl Driver {
@@ -177,6 +193,7 @@ impl Driver {
             sink: parts.sink,
             inbound: parts.inbound,
             session_id: parts.session_id,
+            span: parts.span,
             legacy: parts.legacy,
             encoding: parts.encoding,
             voice: parts.voice,
@@ -422,8 +439,12 @@ impl Driver {
         if !open {
             let id = self.next_utterance_id;
             self.next_utterance_id += 1;
-            self.utterances
-                .push_back(Utterance::new(id, self.cancel.generation(), self.voice.clone()));
+            self.utterances.push_back(Utterance::new(
+                id,
+                self.cancel.generation(),
+                self.voice.clone(),
+                &self.span,
+            ));
         }
         let chunks = self.segmenter.push(text, is_final);
         let in_flight = self.in_flight;
@@ -461,6 +482,30 @@ impl Driver {
     }
 
     async fn on_control(&mut self, command: Command, read_at: Instant) -> Result<(), Disconnected> {
+        // A short span per control message, so a trace shows when PAUSE/RESUME/STOP took effect and the
+        // barge-in latency they achieved.
+        let span = tracing::info_span!(
+            parent: &self.span,
+            "control",
+            "tts.command" = command.as_str(),
+            "tts.barge_in_ms" = tracing::field::Empty,
+        );
+        let trace_id = tts_telemetry::otel::is_sampled(&span)
+            .then(|| tts_telemetry::trace_ids(&span).map(|(trace, _)| trace))
+            .flatten();
+        let result = self.apply_control(command, read_at, trace_id).await;
+        if matches!(command, Command::Pause | Command::Stop) {
+            span.record("tts.barge_in_ms", read_at.elapsed().as_secs_f64() * 1000.0);
+        }
+        result
+    }
+
+    async fn apply_control(
+        &mut self,
+        command: Command,
+        read_at: Instant,
+        trace_id: Option<String>,
+    ) -> Result<(), Disconnected> {
         if self.utterances.is_empty() {
             let message = format!("{} received while nothing is playing or queued", command.as_str());
             return self.send_error(ErrorCode::InvalidMessage, &message).await;
@@ -471,7 +516,9 @@ impl Driver {
                 if let Some(front) = self.utterances.front_mut() {
                     front.last_frame_at = None;
                 }
-                self.state.metrics.barge_in(command, read_at.elapsed());
+                self.state
+                    .metrics
+                    .barge_in(command, read_at.elapsed(), trace_id.clone());
                 self.state.metrics.control(command, read_at.elapsed());
                 tracing::debug!(session_id = %self.session_id, latency_ms = read_at.elapsed().as_secs_f64() * 1000.0, "Paused.");
             }
@@ -490,7 +537,7 @@ impl Driver {
                 self.segmenter.clear();
                 // From here on no frame of these utterances can leave: that is where barge-in ends.
                 let silenced = read_at.elapsed();
-                self.state.metrics.barge_in(command, silenced);
+                self.state.metrics.barge_in(command, silenced, trace_id.clone());
                 self.state.metrics.control(command, silenced);
                 if let Some(in_flight) = self.in_flight.take()
                     && let Some(u) = self.utterances.iter().find(|u| u.id == in_flight.utterance_id)
@@ -609,6 +656,7 @@ impl Driver {
             cancel: self.cancel.token_at(generation),
             session_id: self.session_id.clone(),
             utterance_id,
+            parent: utterance.span.clone(),
             events: Box::new(move |event| {
                 let _ = tx.send(EngineMessage {
                     generation,
@@ -675,6 +723,11 @@ impl Driver {
         utterance: &Utterance,
         reason: UtteranceEndReason,
     ) -> Result<(), Disconnected> {
+        utterance.span.record("tts.frames", utterance.frames_sent);
+        utterance.span.record("tts.outcome", reason.as_str());
+        if reason == UtteranceEndReason::Failed {
+            utterance.span.record("otel.status_code", "ERROR");
+        }
         if self.legacy {
             return Ok(());
         }
@@ -732,7 +785,14 @@ fn record_first_audio(metrics: &GatewayMetrics, utterance: &Utterance, sent_at: 
     let started = started.max(submitted);
     let pcm = pcm.max(started);
     let sent_at = sent_at.max(pcm);
+    utterance
+        .span
+        .record("tts.first_audio_ms", (sent_at - read).as_secs_f64() * 1000.0);
+    let trace_id = tts_telemetry::otel::is_sampled(&utterance.span)
+        .then(|| tts_telemetry::trace_ids(&utterance.span).map(|(trace, _)| trace))
+        .flatten();
     metrics.first_audio(
+        trace_id,
         &utterance.voice,
         [
             (Stage::Intake, submitted - read),

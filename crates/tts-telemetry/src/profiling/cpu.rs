@@ -22,8 +22,9 @@ pub const MAX_FREQUENCY_HZ: i32 = 250;
 /// Sampling rate when none is asked for: off the beat of 100 Hz timers, as Go and pprof-rs do.
 pub const DEFAULT_FREQUENCY_HZ: i32 = 99;
 
-/// Libraries whose frames the sampler must not unwind: a `SIGPROF` landing inside the unwinder or libc's
-/// locks can deadlock the sampled thread (pprof-rs's advice).
+/// Libraries the sampler must not unwind through: a `SIGPROF` landing inside the unwinder or libc's locks
+/// can deadlock the sampled thread (pprof-rs's advice). The price: samples taken inside them are
+/// dropped, so time in libc and the vDSO (`memcpy`, clock reads, system call stubs) is under-counted.
 const BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
 
 static SAMPLER_BUSY: AtomicBool = AtomicBool::new(false);
@@ -104,16 +105,30 @@ pub async fn cpu_profile(seconds: u64, frequency: i32) -> Result<CpuProfile, Pro
     Ok(profile)
 }
 
-/// Symbolises a report.
+/// Symbolises a report, dropping the sampler's own frames from each stack.
 pub(crate) fn resolve(unresolved: UnresolvedReport) -> Report {
     let mut data = HashMap::new();
     for (frames, count) in unresolved.data {
-        *data.entry(Frames::from(frames)).or_insert(0) += count;
+        let mut frames = Frames::from(frames);
+        // pprof-rs drops its signal handler and the signal trampoline, but not the unwinder it called,
+        // which then tops every stack and takes all the "flat" time.
+        let unwinder = frames
+            .frames
+            .iter()
+            .take_while(|symbols| symbols.iter().all(is_unwinder))
+            .count();
+        frames.frames.drain(..unwinder);
+        *data.entry(frames).or_insert(0) += count;
     }
     Report {
         data,
         timing: unresolved.timing,
     }
+}
+
+fn is_unwinder(symbol: &pprof::Symbol) -> bool {
+    let name = symbol.name();
+    name.starts_with("backtrace::") || name.starts_with("<pprof::backtrace::")
 }
 
 /// Encodes a report as gzipped pprof and as a flamegraph titled `title`.
