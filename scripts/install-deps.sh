@@ -5,8 +5,9 @@ set -euo pipefail
 mode="${1:-run}"
 packages=(espeak-ng espeak-ng-data libespeak-ng-dev python3 python3-venv gcc make)
 if [ "$mode" = "test" ]; then
-  # promtool (in Debian's prometheus package) lints a real /metrics scrape.
-  packages+=(procps prometheus)
+  # promtool (in Debian's prometheus package) lints a real /metrics scrape; go tool pprof (golang-go)
+  # reads the CPU and heap profiles.
+  packages+=(procps prometheus golang-go)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -113,13 +113,23 @@ pub struct AdminState {
 
 /// Access rules for the `/debug/pprof/*` routes: profiles show code paths and heap contents' shape, and
 /// a CPU profile costs CPU, so they are not for anyone who can reach the admin port.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProfilingAccess {
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
     /// Whether the admin listener accepts loopback connections only. Without a token, profiles are
     /// served only then.
     pub loopback_only: bool,
+}
+
+/// Shows whether a token is set, never the token.
+impl std::fmt::Debug for ProfilingAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfilingAccess")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("loopback_only", &self.loopback_only)
+            .finish()
+    }
 }
 
 impl ProfilingAccess {

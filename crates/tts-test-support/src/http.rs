@@ -9,7 +9,9 @@ use std::time::Duration;
 pub struct Response {
     pub status: u16,
     pub content_type: Option<String>,
+    /// The body as text (lossy for binary bodies; use `bytes` for those).
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 /// `GET base + path`, e.g. `http_request("GET", "http://127.0.0.1:8081", "/metrics", None, None)`.
@@ -36,8 +38,12 @@ pub fn http_request(
     stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text.split_once("\r\n\r\n").ok_or("no header/body separator")?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header/body separator")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let rest = &raw[split + 4..];
     let status = head
         .split_whitespace()
         .nth(1)
@@ -50,11 +56,12 @@ pub fn http_request(
         })
     };
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    let bytes = if chunked { dechunk(rest) } else { rest.to_vec() };
     Ok(Response {
         status,
         content_type: header("content-type"),
-        body,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
     })
 }
 
@@ -62,17 +69,19 @@ pub fn http_get(base: &str, path: &str) -> Result<Response, String> {
     http_request("GET", base, path, None, None)
 }
 
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..line_end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+        let Some(size) = size else { break };
+        let tail = &rest[line_end + 2..];
         if size == 0 || tail.len() < size {
             break;
         }
-        out.push_str(&tail[..size]);
-        rest = tail[size..].trim_start_matches("\r\n");
+        out.extend_from_slice(&tail[..size]);
+        rest = tail[size..].strip_prefix(b"\r\n").unwrap_or(&tail[size..]);
     }
     out
 }

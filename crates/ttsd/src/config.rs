@@ -30,6 +30,10 @@ pub(crate) struct Config {
     /// OpenTelemetry trace export (off unless an endpoint is set here, by `--otlp-endpoint` or by
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub(crate) tracing: tts_telemetry::TracingConfig,
+    /// On-demand CPU and heap profiles (`/debug/pprof/*`) and section profiling; off by default. The seeds'
+    /// `ENABLE_PROFILING`, `PROFILE_OUTPUT_DIR`, `PROFILE_CPU`, `PROFILE_MEMORY`, `PROFILE_MIN_DURATION_MS`
+    /// variables and `--enable-profiling` override it.
+    pub(crate) profiling: tts_telemetry::ProfilingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

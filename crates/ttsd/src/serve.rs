@@ -44,6 +44,9 @@ pub(crate) struct ServeArgs {
     /// Maximum concurrent sessions.
     #[arg(long)]
     max_sessions: Option<usize>,
+    /// Serve CPU and heap profiles on the admin port (`/debug/pprof/profile`, `/debug/pprof/heap`).
+    #[arg(long)]
+    enable_profiling: bool,
     /// Export traces over OTLP/gRPC to this endpoint, e.g. http://127.0.0.1:4317.
     #[arg(long)]
     otlp_endpoint: Option<String>,
@@ -75,6 +78,9 @@ impl ServeArgs {
         if let Some(endpoint) = &self.otlp_endpoint {
             config.tracing.otlp_endpoint = Some(endpoint.clone());
         }
+        if self.enable_profiling {
+            config.profiling.enabled = true;
+        }
     }
 }
 
@@ -82,6 +88,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     // The standard OTEL_* variables, then flags, win over the file and TTSD_* variables.
     let env_problems = config.tracing.apply_env(std::env::vars());
+    config.profiling.apply_env(std::env::vars())?;
     args.apply(&mut config);
     if !env_problems.is_empty() {
         anyhow::bail!(
@@ -257,6 +264,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
         .clone();
 
+    tts_telemetry::profiling::install(&config.profiling).await?;
     let telemetry = build_telemetry(&config, &pool);
     let warm_check = Arc::new(VoiceWarm {
         voice: default_voice.id.clone(),
@@ -271,7 +279,9 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         heartbeats: telemetry.heartbeats.clone(),
         log: Some(log),
         started: std::time::Instant::now(),
-        profiling: None,
+        profiling: config.profiling.enabled.then(|| {
+            tts_telemetry::ProfilingAccess::for_listener(admin_addr, config.profiling.token.clone())
+        }),
     };
     let mut admin_router = tts_telemetry::router(admin_state);
     if test_hooks {
@@ -293,7 +303,9 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
 
     let warm_pool = pool.clone();
     let warm_voice = default_voice.clone();
+    let section = tts_telemetry::profile_section("warm_up");
     tokio::task::spawn_blocking(move || warm(&warm_pool, &warm_voice)).await??;
+    drop(section);
     warm_check.warm.store(true, Ordering::Release);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -326,6 +338,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     }
     admin_task.abort();
     tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+    let _ = tokio::task::spawn_blocking(tts_telemetry::profiling::flush_section_profiles).await;
     tracing::info!("Stopped.");
     Ok(())
 }

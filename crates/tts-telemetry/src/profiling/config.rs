@@ -12,7 +12,7 @@ pub const DEFAULT_MIN_DURATION_MS: u64 = 100;
 
 /// Profiling settings. Everything is off unless `enabled` is true, and then only the cheap parts run until
 /// someone asks: sections are sampled while they run, heap sampling runs when `memory` is set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProfilingConfig {
     /// Master switch for section profiles and the `/debug/pprof/*` admin routes.
@@ -40,6 +40,20 @@ impl Default for ProfilingConfig {
             min_duration_ms: DEFAULT_MIN_DURATION_MS,
             token: None,
         }
+    }
+}
+
+/// Shows whether a token is set, never the token.
+impl fmt::Debug for ProfilingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProfilingConfig")
+            .field("enabled", &self.enabled)
+            .field("output_dir", &self.output_dir)
+            .field("cpu", &self.cpu)
+            .field("memory", &self.memory)
+            .field("min_duration_ms", &self.min_duration_ms)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -177,6 +191,16 @@ mod tests {
                 min_duration_ms: 250,
                 token: Some("s3cret".to_owned()),
             }
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let config = applied(&[("PROFILE_TOKEN", "s3cret")]).unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
         );
     }
 
