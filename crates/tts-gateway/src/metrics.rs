@@ -671,16 +671,19 @@ impl GatewayMetrics {
             .inc();
     }
 
-    pub(crate) fn session_started(&self, endpoint: Endpoint) {
+    /// Counts the session in; the returned guard counts it out of `tts_sessions_active` when dropped, so a
+    /// session that ends any way at all (a panic included) can never leave the gauge too high or push it
+    /// below zero.
+    pub(crate) fn session_started(&self, endpoint: Endpoint) -> ActiveSession {
         self.sessions_started
             .get_or_create(&EndpointLabels { endpoint })
             .inc();
         self.sessions_active.inc();
+        ActiveSession(self.sessions_active.clone())
     }
 
     pub(crate) fn session_ended(&self, reason: &'static str, lifetime: Duration) {
         self.sessions_ended.get_or_create(&ReasonLabels { reason }).inc();
-        self.sessions_active.dec();
         self.session_duration.observe(lifetime.as_secs_f64());
     }
 
@@ -972,6 +975,16 @@ impl GatewayMetrics {
 
 /// Text-to-last-frame latencies: 50 ms to a minute (long utterances play in real time).
 const SESSION_BUCKETS_E2E: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0];
+
+/// Holds one session in `tts_sessions_active`.
+#[derive(Debug)]
+pub(crate) struct ActiveSession(Gauge);
+
+impl Drop for ActiveSession {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// Engine pool and queue gauges, read from the pool at scrape time so they are never stale.
 #[derive(Debug)]

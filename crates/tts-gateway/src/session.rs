@@ -166,7 +166,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
         return;
     }
     state.metrics.message_sent(MessageOut::SessionStart);
-    state.metrics.session_started(endpoint);
+    let active = state.metrics.session_started(endpoint);
     let started = std::time::Instant::now();
     // The root of the session's trace (or a child of the client's, with `traceparent`). Its fields ride
     // along to every log line of the session, engine threads included.
@@ -208,6 +208,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
     });
     let reason = driver.run().instrument(span.clone()).await;
     reader.abort();
+    drop(active);
     state.metrics.session_ended(reason.as_str(), started.elapsed());
     span.in_scope(|| tracing::info!(reason = reason.as_str(), "Session ended."));
 }
