@@ -294,19 +294,6 @@ impl Engine for EspeakEngine {
     }
 }
 
-/// Sets espeak-ng's speaking rate (words per minute) for all espeak voices.
-#[allow(dead_code)]
-pub(crate) fn set_rate(words_per_minute: i32) -> Result<(), EngineError> {
-    let _guard = lock()?;
-    // SAFETY: plain call under the lock.
-    let rc = unsafe { ffi::espeak_SetParameter(ffi::PARAM_RATE, words_per_minute, 0) };
-    if rc == ffi::EE_OK {
-        Ok(())
-    } else {
-        Err(EngineError::Espeak(format!("espeak_SetParameter returned {rc}")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
