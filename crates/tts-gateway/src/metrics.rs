@@ -360,6 +360,9 @@ pub struct GatewayMetrics {
     connections: Family<EndpointLabels, Counter>,
     messages_received: Family<MessageInLabels, Counter>,
     messages_sent: Family<MessageOutLabels, Counter>,
+    /// `messages_sent{type="audio"}`, looked up once: it is bumped for every frame, and a family lookup takes
+    /// a lock and hashes the labels.
+    audio_messages_sent: Counter,
     errors_sent: Family<CodeLabels, Counter>,
     utterances: Family<OutcomeLabels, Counter>,
     characters: Family<EngineLabels, Counter>,
@@ -380,7 +383,15 @@ impl GatewayMetrics {
     /// `Minimal` keeps the families (so scrapes look the same) but records only session counters; it
     /// exists to measure what the per-frame and per-chunk instrumentation costs.
     pub fn register_with_level(registry: &mut Registry, slo: SloConfig, level: MetricsLevel) -> Self {
+        let messages_sent: Family<MessageOutLabels, Counter> = Family::default();
+        let audio_messages_sent = messages_sent
+            .get_or_create(&MessageOutLabels {
+                r#type: MessageOut::Audio,
+            })
+            .clone();
         let metrics = Self {
+            messages_sent,
+            audio_messages_sent,
             slo,
             full: level == MetricsLevel::Full,
             windows: Arc::new(Windows::new(Duration::from_secs(slo.window_seconds.max(1)))),
@@ -410,7 +421,7 @@ impl GatewayMetrics {
             session_duration: Histogram::new(SESSION_BUCKETS),
             connections: Family::default(),
             messages_received: Family::default(),
-            messages_sent: Family::default(),
+
             errors_sent: Family::default(),
             utterances: Family::default(),
             characters: Family::default(),
@@ -721,7 +732,7 @@ impl GatewayMetrics {
         }
         self.frames_sent.inc();
         self.audio_bytes_sent.inc_by(bytes as u64);
-        self.message_sent(MessageOut::Audio);
+        self.audio_messages_sent.inc();
     }
 
     pub(crate) fn frame_interval(&self, interval: Duration) {
