@@ -278,6 +278,26 @@ impl Pool {
         Ok(())
     }
 
+    /// Drops every idle loaded instance of `voice_id` and returns how many there were. Instances running a
+    /// job go back to the cache when it ends, so callers unload only voices no job is using (the worker's
+    /// model manager holds a reference for every job).
+    pub fn unload(&self, voice_id: &str) -> usize {
+        let dropped = lock(&self.shared.idle_engines).remove(voice_id);
+        dropped.map_or(0, |engines| engines.len())
+    }
+
+    /// Voices with at least one idle loaded instance, sorted.
+    pub fn loaded_voices(&self) -> Vec<String> {
+        let idle = lock(&self.shared.idle_engines);
+        let mut voices: Vec<String> = idle
+            .iter()
+            .filter(|(_, engines)| !engines.is_empty())
+            .map(|(voice, _)| voice.clone())
+            .collect();
+        voices.sort();
+        voices
+    }
+
     pub fn stats(&self) -> PoolStats {
         let queued = lock(&self.shared.lanes).len();
         PoolStats {

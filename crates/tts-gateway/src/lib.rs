@@ -14,6 +14,7 @@ pub mod config;
 mod metrics;
 pub mod protocol;
 mod session;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;

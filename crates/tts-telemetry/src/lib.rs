@@ -52,11 +52,13 @@
 
 pub mod admin;
 pub mod exposition;
+pub mod gpu;
 pub mod heartbeat;
 pub mod logging;
 pub mod otel;
 pub mod process;
 pub mod profiling;
+pub mod redis;
 pub mod stall;
 pub mod window;
 

@@ -6,6 +6,7 @@ mod client;
 mod http;
 mod otlp;
 mod prom;
+mod redis;
 mod server;
 
 pub use client::{ClientError, Event, Received, StreamClient};

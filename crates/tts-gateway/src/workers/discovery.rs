@@ -1,0 +1,1 @@
+//! Worker discovery through the Redis registry.

@@ -1,0 +1,1 @@
+//! GPU metrics from NVML, when a GPU and its driver are present.

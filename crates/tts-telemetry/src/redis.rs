@@ -1,0 +1,1 @@
+//! Metrics for Redis commands, shared by every Redis client in the process.

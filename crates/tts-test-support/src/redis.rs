@@ -1,0 +1,1 @@
+//! Starts a real `redis-server` on loopback for tests.

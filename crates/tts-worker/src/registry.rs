@@ -1,0 +1,1 @@
+//! Registration in Redis: `ttsd:worker:<name>` rewritten on every heartbeat with a TTL.
