@@ -25,7 +25,8 @@ pub enum Flow {
     Stop,
 }
 
-/// Failures of an engine; the pool maps them to `SYNTHESIS_FAILED` for the client.
+/// Failures of an engine (or of the worker running it); the gateway maps them to `SYNTHESIS_FAILED`, and
+/// `WorkerUnavailable` to `WORKER_UNAVAILABLE`, for the client.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("synthesis was cancelled")]
@@ -42,6 +43,9 @@ pub enum EngineError {
     },
     #[error("inference failed for voice {voice}: {reason}")]
     Inference { voice: String, reason: String },
+    /// Synthesis runs on remote workers and none could take the chunk.
+    #[error("no synthesis worker is available: {0}")]
+    WorkerUnavailable(String),
 }
 
 /// A loaded voice, ready to synthesise on the thread that owns it.

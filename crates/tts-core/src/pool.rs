@@ -139,6 +139,32 @@ pub struct Job {
     pub events: Box<dyn FnMut(JobEvent) + Send>,
 }
 
+/// How long [`Pool::warm_timed`] spent on each phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmTimings {
+    /// Loading the engine instances that were not loaded yet (zero when all were).
+    pub load: Duration,
+    /// Synthesising [`WARM_UP_TEXT`] on every instance.
+    pub warmup: Duration,
+}
+
+/// Which phase of warming a voice failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    #[error(transparent)]
+    Load(EngineError),
+    #[error("warm-up failed: {0}")]
+    WarmUp(EngineError),
+}
+
+impl WarmError {
+    pub fn into_engine_error(self) -> EngineError {
+        match self {
+            WarmError::Load(error) | WarmError::WarmUp(error) => error,
+        }
+    }
+}
+
 /// Why a job was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -252,30 +278,44 @@ impl Pool {
     /// Loads `voice` on as many engine instances as there are threads and synthesises a warm-up sentence
     /// with each, so the first real request pays no load or first-inference cost. Blocking.
     pub fn warm(&self, voice: &VoiceInfo) -> Result<(), EngineError> {
+        self.warm_timed(voice)
+            .map(drop)
+            .map_err(WarmError::into_engine_error)
+    }
+
+    /// [`Pool::warm`], timing the two phases apart and saying which one failed: the model manager reports
+    /// load and warm-up as separate metrics, and a failed warm-up as its own failure reason.
+    pub fn warm_timed(&self, voice: &VoiceInfo) -> Result<WarmTimings, WarmError> {
         let threads = self.shared.config.threads.max(1);
         let mut warmed = Vec::with_capacity(threads);
         let existing = lock(&self.shared.idle_engines)
             .remove(&voice.id)
             .unwrap_or_default();
         warmed.extend(existing);
+        let load_started = Instant::now();
         while warmed.len() < threads {
-            warmed.push(engine::load(voice, &self.shared.config.engine)?);
+            warmed.push(engine::load(voice, &self.shared.config.engine).map_err(WarmError::Load)?);
         }
+        let load = load_started.elapsed();
+        let warmup_started = Instant::now();
         for engine in &mut warmed {
             let mut samples = 0usize;
-            engine.synthesize(WARM_UP_TEXT, &mut |pcm| {
-                samples += pcm.len();
-                Flow::Continue
-            })?;
+            engine
+                .synthesize(WARM_UP_TEXT, &mut |pcm| {
+                    samples += pcm.len();
+                    Flow::Continue
+                })
+                .map_err(WarmError::WarmUp)?;
             if samples == 0 {
-                return Err(EngineError::Inference {
+                return Err(WarmError::WarmUp(EngineError::Inference {
                     voice: voice.id.clone(),
                     reason: "warm-up produced no audio".into(),
-                });
+                }));
             }
         }
+        let warmup = warmup_started.elapsed();
         lock(&self.shared.idle_engines).insert(voice.id.clone(), warmed);
-        Ok(())
+        Ok(WarmTimings { load, warmup })
     }
 
     /// Drops every idle loaded instance of `voice_id` and returns how many there were. Instances running a
@@ -615,6 +655,25 @@ mod tests {
         assert_eq!(pool.stats().queued, 2);
         assert_eq!(pool.stats().busy, 1);
         drop(release);
+    }
+
+    #[test]
+    fn warming_times_load_and_warm_up_apart_and_names_the_failing_phase() {
+        let pool = pool(2, 16);
+        let timings = pool.warm_timed(&espeak()).unwrap();
+        assert!(timings.load > Duration::ZERO, "{timings:?}");
+        assert!(timings.warmup > Duration::ZERO, "{timings:?}");
+        assert_eq!(pool.loaded_voices(), vec!["espeak-en-us".to_owned()]);
+
+        let mut missing = (*espeak()).clone();
+        missing.id = "espeak-xx".into();
+        missing.espeak_voice = "no-such-voice".into();
+        let failed = pool.warm_timed(&missing).unwrap_err();
+        assert!(
+            matches!(failed, WarmError::Load(EngineError::Espeak(_))),
+            "{failed:?}"
+        );
+        assert_eq!(pool.loaded_voices(), vec!["espeak-en-us".to_owned()]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod config;
 mod metrics;
 pub mod protocol;
 mod session;
+mod synth;
 pub mod workers;
 
 use std::future::Future;
@@ -29,12 +30,12 @@ use axum::serve::ListenerExt;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tts_core::pool::Pool;
 use tts_core::voices::{VoiceCatalog, VoiceInfo};
 
 pub use config::GatewayConfig;
-pub use metrics::{GatewayMetrics, MetricsLevel, PoolCollector, SloConfig, Windows};
+pub use metrics::{GatewayMetrics, MetricsLevel, SloConfig, Windows};
 pub use protocol::{BINARY_HEADER_BYTES, Command, Encoding, ErrorCode};
+pub use synth::Synthesizer;
 
 use session::{Admission, SessionRequest};
 
@@ -42,7 +43,7 @@ use session::{Admission, SessionRequest};
 pub struct GatewayState {
     config: GatewayConfig,
     catalog: Arc<VoiceCatalog>,
-    pool: Arc<Pool>,
+    pool: Arc<dyn Synthesizer>,
     default_voice: Arc<VoiceInfo>,
     admission: Admission,
     shutdown: watch::Receiver<bool>,
@@ -69,7 +70,7 @@ impl Gateway {
     pub fn new(
         config: GatewayConfig,
         catalog: Arc<VoiceCatalog>,
-        pool: Arc<Pool>,
+        pool: Arc<dyn Synthesizer>,
         default_voice: &str,
         shutdown: watch::Receiver<bool>,
         metrics: Arc<GatewayMetrics>,

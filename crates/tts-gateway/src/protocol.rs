@@ -59,17 +59,19 @@ pub enum ErrorCode {
     MessageTooLarge,
     UnknownVoice,
     SynthesisFailed,
+    WorkerUnavailable,
     Overloaded,
     InternalError,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::InvalidMessage,
         ErrorCode::TextTooLong,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnknownVoice,
         ErrorCode::SynthesisFailed,
+        ErrorCode::WorkerUnavailable,
         ErrorCode::Overloaded,
         ErrorCode::InternalError,
     ];
@@ -81,6 +83,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
             ErrorCode::UnknownVoice => "UNKNOWN_VOICE",
             ErrorCode::SynthesisFailed => "SYNTHESIS_FAILED",
+            ErrorCode::WorkerUnavailable => "WORKER_UNAVAILABLE",
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }

@@ -1,3 +1,516 @@
-//! Remote workers: the live view, routing, and synthesis over gRPC with failover.
+//! Remote workers: the live view (a static list, or Redis discovery), health checks, routing, and each
+//! session's synthesis over gRPC with failover ([`link`]).
+//!
+//! Runtime shape: one health task checks every worker each `health_interval`; with Redis, one discovery
+//! task scans the registry and this module reconciles the view; each session placed on a worker has one
+//! link task that owns its Synthesize stream. The session driver talks to all of it through
+//! [`Synthesizer`], exactly as it talks to the in-process pool.
 
 mod discovery;
+mod health;
+mod link;
+mod metrics;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+use tts_core::pool::{Job, PoolStats, SubmitError};
+use tts_proto::registry::WorkerRecord;
+use tts_proto::v1::worker_client::WorkerClient;
+use tts_telemetry::admin::{CheckResult, HealthCheck};
+use tts_telemetry::redis::RedisMetrics;
+
+use crate::protocol::Command;
+use crate::synth::Synthesizer;
+pub use discovery::{DEFAULT_DISCOVERY_INTERVAL, DiscoveryError};
+use discovery::{DiscoveryConfig, DiscoveryMetrics, DiscoveryView};
+use link::LinkMessage;
+pub use metrics::RemoteMetrics;
+
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// StartSession may load a voice on the worker; other unary RPCs are quick.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// A started chunk that sends nothing for this long is moved to another worker.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a new session picks its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// Fewest sessions for its capacity, preferring workers that already have the voice resident.
+    #[default]
+    LeastLoaded,
+    RoundRobin,
+}
+
+/// Where the workers are and how to use them.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// `host:port` of each static worker.
+    pub addresses: Vec<String>,
+    /// Discover workers from this Redis (`redis://…`) as well.
+    pub redis_url: Option<String>,
+    pub routing: Routing,
+    pub health_interval: Duration,
+    pub discovery_interval: Duration,
+    pub start_timeout: Duration,
+    pub rpc_timeout: Duration,
+    pub stall_timeout: Duration,
+}
+
+/// Why remote workers could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("invalid worker address {address:?}: {reason}")]
+    Address { address: String, reason: String },
+    #[error("no workers: give worker addresses or a Redis URL")]
+    NoWorkers,
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+}
+
+/// Sessions' synthesis on remote workers.
+pub struct RemoteWorkers {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    config: RemoteConfig,
+    workers: RwLock<Vec<Arc<WorkerHandle>>>,
+    links: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<LinkMessage>>>,
+    metrics: RemoteMetrics,
+    round_robin: AtomicUsize,
+    discovery: Option<watch::Receiver<DiscoveryView>>,
+}
+
+/// One worker as this gateway sees it.
+pub(crate) struct WorkerHandle {
+    name: String,
+    address: String,
+    label: String,
+    client: WorkerClient<Channel>,
+    health: HealthClient<Channel>,
+    /// The last health check passed and no stream to it has failed since.
+    up: AtomicBool,
+    /// It reports its default voice warm and is not draining.
+    ready: AtomicBool,
+    /// No longer in the view (its registration expired).
+    gone: AtomicBool,
+    /// Sessions this gateway placed on it.
+    sessions: AtomicU32,
+    report: Mutex<Report>,
+}
+
+/// What the worker last said about itself.
+#[derive(Debug, Clone, Default)]
+struct Report {
+    max_sessions: u32,
+    active_sessions: u32,
+    resident_voices: Vec<String>,
+    engine_threads: u32,
+    busy_threads: u32,
+    queued_chunks: u32,
+}
+
+impl RemoteWorkers {
+    /// Builds the view from `config` and starts the health (and discovery) tasks; they stop when
+    /// `shutdown` turns true.
+    pub fn start(
+        config: RemoteConfig,
+        registry: &mut prometheus_client::registry::Registry,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, RemoteError> {
+        if config.addresses.is_empty() && config.redis_url.is_none() {
+            return Err(RemoteError::NoWorkers);
+        }
+        let metrics = RemoteMetrics::register(registry);
+        let mut tasks: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+        let discovery = match &config.redis_url {
+            Some(url) => {
+                let (tx, rx) = watch::channel(DiscoveryView::default());
+                let task = discovery::discovery(
+                    DiscoveryConfig {
+                        url: url.clone(),
+                        interval: config.discovery_interval,
+                        command_timeout: config.rpc_timeout,
+                    },
+                    RedisMetrics::register(registry),
+                    DiscoveryMetrics::register(registry),
+                    tx,
+                    shutdown.clone(),
+                )?;
+                tasks.push(Box::pin(task));
+                Some(rx)
+            }
+            None => None,
+        };
+        let mut workers = Vec::new();
+        for address in &config.addresses {
+            workers.push(Arc::new(WorkerHandle::new(address, address, &metrics)?));
+        }
+        let shared = Arc::new(Shared {
+            config,
+            workers: RwLock::new(workers),
+            links: Mutex::new(HashMap::new()),
+            metrics,
+            round_robin: AtomicUsize::new(0),
+            discovery,
+        });
+        registry.register_collector(Box::new(metrics::WorkersCollector {
+            shared: Arc::downgrade(&shared),
+        }));
+        for task in tasks {
+            tokio::spawn(task);
+        }
+        if let Some(view) = shared.discovery.clone() {
+            tokio::spawn(reconcile(Arc::downgrade(&shared), view, shutdown.clone()));
+        }
+        tokio::spawn(health::run(Arc::downgrade(&shared), shutdown));
+        Ok(Self { shared })
+    }
+
+    /// Readiness checks: at least one worker ready (required), and the registry's state (reported).
+    pub fn checks(&self) -> Vec<Arc<dyn HealthCheck>> {
+        let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(WorkersCheck {
+            shared: self.shared.clone(),
+        })];
+        if let Some(view) = &self.shared.discovery {
+            checks.push(Arc::new(RegistryCheck { view: view.clone() }));
+        }
+        checks
+    }
+
+    /// Waits until some worker is ready, or `limit` passes; true when one is.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            if self.shared.workers().iter().any(|w| w.usable()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Synthesizer for RemoteWorkers {
+    fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        let session_id = job.session_id.clone();
+        let mut links = self.shared.links();
+        let mut message = LinkMessage::Job(job);
+        if let Some(link) = links.get(&session_id) {
+            match link.send(message) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(returned)) => message = returned,
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(message);
+        links.insert(session_id.clone(), tx);
+        drop(links);
+        tokio::spawn(link::run(self.shared.clone(), session_id, rx));
+        Ok(())
+    }
+
+    fn control(&self, session_id: &Arc<str>, command: Command) {
+        if let Some(link) = self.shared.links().get(session_id) {
+            let _ = link.send(LinkMessage::Control(command));
+        }
+    }
+
+    fn end_session(&self, session_id: &Arc<str>) {
+        if let Some(link) = self.shared.links().remove(session_id) {
+            let _ = link.send(LinkMessage::End);
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        let mut stats = PoolStats {
+            threads: 0,
+            busy: 0,
+            queued: 0,
+            queue_capacity: 0,
+            discarded: 0,
+            busy_seconds: 0.0,
+        };
+        for worker in self.shared.workers().iter().filter(|w| w.usable()) {
+            let report = worker.report();
+            stats.threads += report.engine_threads as usize;
+            stats.busy += report.busy_threads as usize;
+            stats.queued += report.queued_chunks as usize;
+        }
+        stats
+    }
+}
+
+impl Shared {
+    fn workers(&self) -> Vec<Arc<WorkerHandle>> {
+        self.workers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn links(&self) -> MutexGuard<'_, HashMap<Arc<str>, mpsc::UnboundedSender<LinkMessage>>> {
+        lock(&self.links)
+    }
+
+    /// The worker a session (or a failed-over chunk) should go to, skipping `exclude`; its session count
+    /// is taken at once so that sessions placed together spread.
+    fn pick(&self, voice: &str, exclude: &[String]) -> Option<Arc<WorkerHandle>> {
+        let candidates: Vec<Arc<WorkerHandle>> = self
+            .workers()
+            .into_iter()
+            .filter(|w| w.usable() && !exclude.contains(&w.name) && w.has_room())
+            .collect();
+        let chosen = match self.config.routing {
+            Routing::RoundRobin => {
+                if candidates.is_empty() {
+                    None
+                } else {
+                    let index = self.round_robin.fetch_add(1, Ordering::Relaxed) % candidates.len();
+                    candidates.get(index).cloned()
+                }
+            }
+            Routing::LeastLoaded => candidates
+                .iter()
+                .min_by(|a, b| {
+                    let key = |w: &WorkerHandle| (!w.has_resident(voice), w.load_ratio());
+                    let (ra, la) = key(a);
+                    let (rb, lb) = key(b);
+                    ra.cmp(&rb)
+                        .then(la.total_cmp(&lb))
+                        .then_with(|| a.name.cmp(&b.name))
+                })
+                .cloned(),
+        }?;
+        chosen.sessions.fetch_add(1, Ordering::AcqRel);
+        Some(chosen)
+    }
+}
+
+impl WorkerHandle {
+    fn new(name: &str, address: &str, metrics: &RemoteMetrics) -> Result<Self, RemoteError> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|error| RemoteError::Address {
+                address: address.to_owned(),
+                reason: error.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            // A worker that stops answering (hung, or its machine gone) fails its streams within ~3 s
+            // even when no chunk is running.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        let label = metrics.label(name);
+        metrics.worker_known(&label);
+        Ok(Self {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            label,
+            client: WorkerClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+            up: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            sessions: AtomicU32::new(0),
+            report: Mutex::new(Report::default()),
+        })
+    }
+
+    fn usable(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+            && self.ready.load(Ordering::Acquire)
+            && !self.gone.load(Ordering::Acquire)
+    }
+
+    fn report(&self) -> Report {
+        lock(&self.report).clone()
+    }
+
+    fn has_room(&self) -> bool {
+        let max = self.report().max_sessions;
+        max == 0 || self.sessions.load(Ordering::Acquire) < max
+    }
+
+    fn has_resident(&self, voice: &str) -> bool {
+        lock(&self.report).resident_voices.iter().any(|v| v == voice)
+    }
+
+    /// This gateway's sessions there, or what the worker reports when other gateways use it too.
+    fn active(&self) -> u32 {
+        let report = self.report();
+        self.sessions.load(Ordering::Acquire).max(report.active_sessions)
+    }
+
+    fn load_ratio(&self) -> f64 {
+        let max = self.report().max_sessions.max(1);
+        f64::from(self.active()) / f64::from(max)
+    }
+
+    fn release_session(&self) {
+        let _ = self
+            .sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    fn mark_down(&self) {
+        self.up.store(false, Ordering::Release);
+    }
+
+    /// up, sessions active, sessions max, load ratio, queue depth.
+    fn gauges(&self) -> [f64; 5] {
+        let report = self.report();
+        [
+            if self.up.load(Ordering::Acquire) { 1.0 } else { 0.0 },
+            f64::from(self.sessions.load(Ordering::Acquire)),
+            f64::from(report.max_sessions),
+            self.load_ratio(),
+            f64::from(report.queued_chunks),
+        ]
+    }
+
+    fn apply_record(&self, record: &WorkerRecord) {
+        let mut report = lock(&self.report);
+        report.max_sessions = record.max_sessions;
+        report.active_sessions = record.active_sessions;
+        report.resident_voices = record.resident_voices.clone();
+        report.engine_threads = record.engine_threads;
+        report.busy_threads = record.busy_threads;
+        report.queued_chunks = record.queued_chunks;
+    }
+}
+
+/// Keeps the worker list in step with the registry. Redis being down leaves the last view in place.
+async fn reconcile(
+    shared: std::sync::Weak<Shared>,
+    mut view: watch::Receiver<DiscoveryView>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = view.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let records = view.borrow_and_update().workers.clone();
+        let mut workers = shared
+            .workers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for worker in workers.iter() {
+            let present = records
+                .iter()
+                .any(|r| r.name == worker.name && r.address == worker.address);
+            let static_worker = shared.config.addresses.contains(&worker.address);
+            worker.gone.store(!present && !static_worker, Ordering::Release);
+        }
+        for record in &records {
+            match workers
+                .iter()
+                .find(|w| w.name == record.name && w.address == record.address)
+            {
+                Some(worker) => worker.apply_record(record),
+                None => match WorkerHandle::new(&record.name, &record.address, &shared.metrics) {
+                    Ok(worker) => {
+                        worker.apply_record(record);
+                        tracing::info!(worker = %record.name, address = %record.address, "Worker discovered.");
+                        workers.push(Arc::new(worker));
+                    }
+                    Err(error) => {
+                        tracing::warn!(worker = %record.name, error = %error, "Worker registration has a bad address.");
+                    }
+                },
+            }
+        }
+        // Forget workers that left and carry no sessions of ours.
+        workers.retain(|w| !w.gone.load(Ordering::Acquire) || w.sessions.load(Ordering::Acquire) > 0);
+    }
+}
+
+/// `/readiness`: at least one worker can take a session.
+struct WorkersCheck {
+    shared: Arc<Shared>,
+}
+
+impl HealthCheck for WorkersCheck {
+    fn name(&self) -> &str {
+        "workers"
+    }
+
+    fn required_for_readiness(&self) -> bool {
+        true
+    }
+
+    fn check(&self) -> CheckResult {
+        let workers = self.shared.workers();
+        let ready: Vec<&str> = workers
+            .iter()
+            .filter(|w| w.usable())
+            .map(|w| w.name.as_str())
+            .collect();
+        let detail = format!(
+            "{} of {} workers ready: [{}]",
+            ready.len(),
+            workers.len(),
+            ready.join(", ")
+        );
+        if ready.is_empty() {
+            CheckResult::fail(detail)
+        } else {
+            CheckResult::pass(detail)
+        }
+    }
+}
+
+/// Reports the registry's reachability; not required, since routing goes on from the last view.
+struct RegistryCheck {
+    view: watch::Receiver<DiscoveryView>,
+}
+
+impl HealthCheck for RegistryCheck {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn required_for_readiness(&self) -> bool {
+        false
+    }
+
+    fn check(&self) -> CheckResult {
+        let view = self.view.borrow();
+        let age = view
+            .last_success
+            .map(|at| format!("{:.1} s ago", at.elapsed().as_secs_f64()))
+            .unwrap_or_else(|| "never".to_owned());
+        if view.redis_ok {
+            CheckResult::pass(format!(
+                "{} workers registered; last scan {age}",
+                view.workers.len()
+            ))
+        } else {
+            CheckResult::fail(format!(
+                "unreachable ({}); routing on the last view of {} workers from {age}",
+                view.last_error.as_deref().unwrap_or("no scan yet"),
+                view.workers.len()
+            ))
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

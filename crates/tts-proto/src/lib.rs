@@ -16,6 +16,7 @@ pub mod registry;
 
 pub use propagation::{
     SESSION_ID_KEY, UTTERANCE_ID_KEY, extract_ids, extract_trace_context, inject_ids, inject_trace_context,
+    trace_context_from_map, trace_context_map,
 };
 
 /// Generated from `proto/tts/v1/worker.proto`.

@@ -31,6 +31,20 @@ pub fn extract_trace_context(metadata: &MetadataMap) -> Context {
     TraceContextPropagator::new().extract_with_context(&Context::new(), &MetadataExtractor(metadata))
 }
 
+/// `span`'s trace context as map entries, for a message that carries it per item (each chunk on a
+/// session's long-lived Synthesize stream belongs to its own utterance span).
+pub fn trace_context_map(span: &tracing::Span) -> std::collections::HashMap<String, String> {
+    let mut map = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut map);
+    map.retain(|_, value| !value.is_empty());
+    map
+}
+
+/// Reads a trace context written by [`trace_context_map`]; an empty context when missing or malformed.
+pub fn trace_context_from_map(map: &std::collections::HashMap<String, String>) -> Context {
+    TraceContextPropagator::new().extract_with_context(&Context::new(), map)
+}
+
 /// Writes the session id and utterance number; a session id that is not valid metadata text is skipped.
 pub fn inject_ids(metadata: &mut MetadataMap, session_id: &str, utterance_id: u64) {
     if let Ok(value) = MetadataValue::try_from(session_id) {

@@ -9,13 +9,15 @@
 //! - [`otel`] exports `tracing` spans over OTLP when a collector is configured, and propagates W3C
 //!   trace context.
 //! - [`heartbeat`] and [`stall`] detect a wedged or stalling async runtime.
+//! - [`gpu`] reads NVIDIA GPUs through NVML at scrape time, and says plainly when there are none.
+//! - [`redis`] holds the metrics every Redis client in the process records its commands into.
 //! - [`profiling`] takes on-demand CPU (pprof-rs) and heap (jemalloc) profiles and profiles named code
 //!   sections that run long.
 //! - [`admin`] is the admin HTTP router: `/metrics`, `/metrics/summary`, `/health`, `/readiness`,
 //!   `/liveness`, `/admin/log-level`, `/debug/pprof/profile`, `/debug/pprof/heap`.
 //!
 //! It does not build the registry (the binary does, once, and passes it down), does not define metric
-//! names beyond the standard process ones, and does not serve HTTP itself: [`router`] is a value the
+//! names beyond the standard process, GPU and Redis-client ones, and does not serve HTTP itself: [`router`] is a value the
 //! binary mounts on the admin listener.
 //!
 //! Wiring, as the binary does it:

@@ -1,6 +1,7 @@
 //! Test and benchmark helpers for ttsd: a WebSocket client that stamps every message with its own
-//! arrival clock, and audio checks. Used by end-to-end tests and by `ttsd bench`; it never touches
-//! server internals, so what it measures is what a real client sees.
+//! arrival clock, runners for the real `ttsd` binary and a real `redis-server`, and audio checks. Used by
+//! end-to-end tests and by `ttsd bench`; it never touches server internals, so what it measures is what a
+//! real client sees.
 
 mod client;
 mod http;
@@ -13,6 +14,7 @@ pub use client::{ClientError, Event, Received, StreamClient};
 pub use http::{Response, http_get, http_request};
 pub use otlp::{OtlpSink, ReceivedSpan};
 pub use prom::{Sample, Scrape};
+pub use redis::RedisServer;
 pub use server::ServerProcess;
 
 /// Root-mean-square level of 16-bit samples in dBFS (-120 for silence).

@@ -1,4 +1,4 @@
-//! Runs a real `ttsd serve` process on loopback for end-to-end tests.
+//! Runs a real `ttsd serve` or `ttsd worker` process on loopback for end-to-end tests.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -6,11 +6,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A `ttsd serve` child process, killed on drop.
+/// A `ttsd serve` or `ttsd worker` child process, killed on drop.
 pub struct ServerProcess {
     child: Child,
-    /// `ws://127.0.0.1:PORT`
+    /// `ws://127.0.0.1:PORT` (empty for a worker).
     pub ws_base: String,
+    /// `127.0.0.1:PORT` of a worker's gRPC server (empty for `serve`).
+    pub grpc_addr: String,
     /// `http://127.0.0.1:PORT` of the admin server.
     pub admin_base: String,
     /// Lines the server wrote to stderr (its logs), collected in the background.
@@ -21,10 +23,20 @@ impl ServerProcess {
     /// Starts `binary serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 <extra>` in `workdir` (where
     /// the default `.cache/` paths resolve) and waits (up to 60 s) for the line announcing its addresses.
     pub fn start(binary: &str, workdir: &Path, extra: &[&str]) -> Result<Self, String> {
+        Self::spawn(binary, workdir, "serve", extra)
+    }
+
+    /// Starts `binary worker --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 <extra>` and waits for its
+    /// `ttsd ready: grpc=… admin=…` line (after its default voice is warm).
+    pub fn start_worker(binary: &str, workdir: &Path, extra: &[&str]) -> Result<Self, String> {
+        Self::spawn(binary, workdir, "worker", extra)
+    }
+
+    fn spawn(binary: &str, workdir: &Path, command: &str, extra: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(binary)
             .current_dir(workdir)
             .args([
-                "serve",
+                command,
                 "--listen",
                 "127.0.0.1:0",
                 "--admin-listen",
@@ -68,11 +80,12 @@ impl ServerProcess {
                     ));
                 }
             };
-            if let Some((ws, admin)) = parse_announcement(&line) {
+            if let Some(announced) = parse_announcement(&line) {
                 return Ok(Self {
                     child,
-                    ws_base: ws,
-                    admin_base: admin,
+                    ws_base: announced.ws,
+                    grpc_addr: announced.grpc,
+                    admin_base: announced.admin,
                     logs,
                 });
             }
@@ -87,6 +100,17 @@ impl ServerProcess {
     /// Log lines written so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.try_iter().collect()
+    }
+
+    /// The process id, e.g. to stop it with a signal.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process dies at once, mid-write, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the process to exit, returning its exit code.
@@ -113,19 +137,37 @@ impl Drop for ServerProcess {
     }
 }
 
-/// `ttsd ready: stream=ws://A/v1/stream admin=http://B` → (`ws://A`, `http://B`).
-fn parse_announcement(line: &str) -> Option<(String, String)> {
+#[derive(Debug, PartialEq)]
+struct Announcement {
+    ws: String,
+    grpc: String,
+    admin: String,
+}
+
+/// `ttsd ready: stream=ws://A/v1/stream admin=http://B` (serve) or `ttsd ready: grpc=A admin=http://B`
+/// (worker).
+fn parse_announcement(line: &str) -> Option<Announcement> {
     let rest = line.strip_prefix("ttsd ready: ")?;
     let mut ws = None;
+    let mut grpc = None;
     let mut admin = None;
     for part in rest.split_whitespace() {
         if let Some(url) = part.strip_prefix("stream=") {
             ws = url.strip_suffix("/v1/stream").map(str::to_owned);
+        } else if let Some(addr) = part.strip_prefix("grpc=") {
+            grpc = Some(addr.to_owned());
         } else if let Some(url) = part.strip_prefix("admin=") {
             admin = Some(url.to_owned());
         }
     }
-    Some((ws?, admin?))
+    if ws.is_none() && grpc.is_none() {
+        return None;
+    }
+    Some(Announcement {
+        ws: ws.unwrap_or_default(),
+        grpc: grpc.unwrap_or_default(),
+        admin: admin?,
+    })
 }
 
 #[cfg(test)]
@@ -138,7 +180,15 @@ mod tests {
             parse_announcement(
                 "ttsd ready: stream=ws://127.0.0.1:4000/v1/stream admin=http://127.0.0.1:4001"
             ),
-            Some(("ws://127.0.0.1:4000".into(), "http://127.0.0.1:4001".into()))
+            Some(Announcement {
+                ws: "ws://127.0.0.1:4000".into(),
+                grpc: String::new(),
+                admin: "http://127.0.0.1:4001".into()
+            })
+        );
+        assert_eq!(
+            parse_announcement("ttsd ready: grpc=127.0.0.1:7001 admin=http://127.0.0.1:7081").map(|a| a.grpc),
+            Some("127.0.0.1:7001".into())
         );
         assert_eq!(parse_announcement("something else"), None);
     }

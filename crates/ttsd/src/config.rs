@@ -25,6 +25,10 @@ pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) engine: EngineConfig,
     pub(crate) gateway: GatewayConfig,
+    /// Remote workers for `ttsd serve`; with no addresses and no Redis URL, synthesis runs in-process.
+    pub(crate) workers: WorkersConfig,
+    /// `ttsd worker`: its gRPC server, registration and model manager.
+    pub(crate) worker: WorkerConfig,
     pub(crate) slo: SloConfig,
     pub(crate) logging: LoggingConfig,
     /// OpenTelemetry trace export (off unless an endpoint is set here, by `--otlp-endpoint` or by
@@ -118,6 +122,129 @@ impl EngineConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub(crate) struct WorkersConfig {
+    /// `host:port` of each worker's gRPC server.
+    pub(crate) addresses: Vec<String>,
+    /// Discover workers registered in this Redis (`redis://host:port/db`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) redis_url: Option<String>,
+    /// `least_loaded` (fewest sessions for capacity, preferring a resident voice) or `round_robin`.
+    pub(crate) routing: tts_gateway::workers::Routing,
+    /// How often each worker's gRPC health and capabilities are checked.
+    pub(crate) health_interval_seconds: f64,
+    /// How often the Redis registry is scanned.
+    pub(crate) discovery_interval_seconds: f64,
+    /// A chunk the worker started that sends nothing for this long is moved to another worker.
+    pub(crate) stall_timeout_seconds: f64,
+    /// Limit for unary RPCs (controls, health, capabilities, opening a stream).
+    pub(crate) rpc_timeout_seconds: f64,
+    /// Limit for StartSession, which may load the voice on the worker.
+    pub(crate) start_timeout_seconds: f64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        use tts_gateway::workers as w;
+        Self {
+            addresses: Vec::new(),
+            redis_url: None,
+            routing: w::Routing::LeastLoaded,
+            health_interval_seconds: w::DEFAULT_HEALTH_INTERVAL.as_secs_f64(),
+            discovery_interval_seconds: w::DEFAULT_DISCOVERY_INTERVAL.as_secs_f64(),
+            stall_timeout_seconds: w::DEFAULT_STALL_TIMEOUT.as_secs_f64(),
+            rpc_timeout_seconds: w::DEFAULT_RPC_TIMEOUT.as_secs_f64(),
+            start_timeout_seconds: w::DEFAULT_START_TIMEOUT.as_secs_f64(),
+        }
+    }
+}
+
+impl WorkersConfig {
+    /// Remote workers are in use.
+    pub(crate) fn remote(&self) -> bool {
+        !self.addresses.is_empty() || self.redis_url.is_some()
+    }
+
+    pub(crate) fn remote_config(&self) -> tts_gateway::workers::RemoteConfig {
+        let seconds = std::time::Duration::from_secs_f64;
+        tts_gateway::workers::RemoteConfig {
+            addresses: self.addresses.clone(),
+            redis_url: self.redis_url.clone(),
+            routing: self.routing,
+            health_interval: seconds(self.health_interval_seconds),
+            discovery_interval: seconds(self.discovery_interval_seconds),
+            start_timeout: seconds(self.start_timeout_seconds),
+            rpc_timeout: seconds(self.rpc_timeout_seconds),
+            stall_timeout: seconds(self.stall_timeout_seconds),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct WorkerConfig {
+    /// Address of the worker's gRPC server.
+    pub(crate) listen: String,
+    /// Address of the worker's admin server (metrics, probes, model admin).
+    pub(crate) admin_listen: String,
+    /// The worker's name in Redis and in the `worker` label; empty means `worker-<gRPC port>`.
+    pub(crate) name: String,
+    /// The address gateways should dial, as registered; empty means the address the server is bound to.
+    pub(crate) advertise_address: String,
+    /// Register in this Redis (`redis://host:port/db`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) redis_url: Option<String>,
+    /// Sessions accepted before StartSession answers RESOURCE_EXHAUSTED.
+    pub(crate) max_sessions: u32,
+    /// How often the registration is rewritten.
+    pub(crate) heartbeat_interval_seconds: f64,
+    /// The registration's TTL: a worker that stops heartbeating disappears after this.
+    pub(crate) registration_ttl_seconds: f64,
+    /// Voices resident at once; loading another evicts the least recently used idle one.
+    pub(crate) resident_voices_max: usize,
+    /// An unused voice is unloaded after this long idle…
+    pub(crate) voice_idle_ttl_seconds: f64,
+    /// …but never before it has been resident this long.
+    pub(crate) voice_min_residency_seconds: f64,
+    /// Voice loads running at once.
+    pub(crate) parallel_loads_max: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        use tts_worker::models as m;
+        Self {
+            listen: "127.0.0.1:7001".into(),
+            admin_listen: "127.0.0.1:7081".into(),
+            name: String::new(),
+            advertise_address: String::new(),
+            redis_url: None,
+            max_sessions: tts_worker::DEFAULT_MAX_SESSIONS,
+            heartbeat_interval_seconds: tts_worker::registry::DEFAULT_HEARTBEAT_INTERVAL.as_secs_f64(),
+            registration_ttl_seconds: tts_worker::registry::DEFAULT_TTL.as_secs_f64(),
+            resident_voices_max: m::DEFAULT_RESIDENT_CAP,
+            voice_idle_ttl_seconds: m::DEFAULT_IDLE_TTL.as_secs_f64(),
+            voice_min_residency_seconds: m::DEFAULT_MIN_RESIDENCY.as_secs_f64(),
+            parallel_loads_max: m::DEFAULT_MAX_PARALLEL_LOADS,
+        }
+    }
+}
+
+impl WorkerConfig {
+    pub(crate) fn models(&self) -> tts_worker::models::ModelManagerConfig {
+        let seconds = std::time::Duration::from_secs_f64;
+        tts_worker::models::ModelManagerConfig {
+            resident_cap: self.resident_voices_max,
+            idle_ttl: seconds(self.voice_idle_ttl_seconds),
+            min_residency: seconds(self.voice_min_residency_seconds),
+            max_parallel_loads: self.parallel_loads_max,
+            sweep_interval: tts_worker::models::DEFAULT_SWEEP_INTERVAL
+                .min(seconds(self.voice_idle_ttl_seconds / 2.0)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct LoggingConfig {
     /// `json` for machines, `text` for people.
     pub(crate) format: LogFormat,
@@ -175,6 +302,7 @@ impl Config {
         if self.slo.window_seconds == 0 {
             problems.push("slo.window_seconds must be greater than 0".into());
         }
+        problems.extend(self.remote_problems());
         if self.server.default_voice.trim().is_empty() {
             problems.push("server.default_voice must name a voice".into());
         }
@@ -191,6 +319,62 @@ impl Config {
         } else {
             bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
         }
+    }
+
+    fn remote_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let w = &self.workers;
+        for (name, value) in [
+            ("workers.health_interval_seconds", w.health_interval_seconds),
+            ("workers.discovery_interval_seconds", w.discovery_interval_seconds),
+            ("workers.stall_timeout_seconds", w.stall_timeout_seconds),
+            ("workers.rpc_timeout_seconds", w.rpc_timeout_seconds),
+            ("workers.start_timeout_seconds", w.start_timeout_seconds),
+            (
+                "worker.heartbeat_interval_seconds",
+                self.worker.heartbeat_interval_seconds,
+            ),
+            (
+                "worker.voice_idle_ttl_seconds",
+                self.worker.voice_idle_ttl_seconds,
+            ),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                problems.push(format!("{name} must be a positive number of seconds"));
+            }
+        }
+        for address in &w.addresses {
+            if address.parse::<std::net::SocketAddr>().is_err() && !address.contains(':') {
+                problems.push(format!("workers.addresses entry {address:?} is not host:port"));
+            }
+        }
+        let worker = &self.worker;
+        if worker.registration_ttl_seconds < worker.heartbeat_interval_seconds * 2.0 {
+            problems.push(
+                "worker.registration_ttl_seconds must be at least twice worker.heartbeat_interval_seconds"
+                    .into(),
+            );
+        }
+        if worker.voice_min_residency_seconds < 0.0 || !worker.voice_min_residency_seconds.is_finite() {
+            problems.push("worker.voice_min_residency_seconds must be 0 or more seconds".into());
+        }
+        if worker.max_sessions == 0 {
+            problems.push("worker.max_sessions must be greater than 0".into());
+        }
+        if worker.resident_voices_max == 0 || worker.parallel_loads_max == 0 {
+            problems.push(
+                "worker.resident_voices_max and worker.parallel_loads_max must be greater than 0".into(),
+            );
+        }
+        for (name, addr) in [
+            ("worker.listen", &worker.listen),
+            ("worker.admin_listen", &worker.admin_listen),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(format!("{name} {addr:?} is not an IP:port address"));
+            }
+        }
+        problems
     }
 
     /// The commented example file: the defaults, as TOML.

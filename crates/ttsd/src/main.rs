@@ -1,6 +1,7 @@
 //! The `ttsd` binary: a realtime streaming text-to-speech server.
 //!
-//! Subcommands: `serve` (the WebSocket API and the admin server), `say` (text to a WAV file), `voices`
+//! Subcommands: `serve` (the WebSocket API and the admin server), `worker` (synthesis for gateways over
+//! gRPC), `say` (text to a WAV file), `voices`
 //! (what the server can speak with) and `bench` (a load generator that measures from the client's side).
 //! This crate only wires the library crates together: configuration, logging, signals and the CLI.
 
@@ -8,6 +9,7 @@ mod bench;
 mod config;
 mod say;
 mod serve;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -39,6 +41,8 @@ struct Cli {
 enum Commands {
     /// Serve the WebSocket API and the admin server.
     Serve(serve::ServeArgs),
+    /// Serve synthesis to gateways over gRPC (`tts.v1.Worker`), optionally registered in Redis.
+    Worker(worker::WorkerArgs),
     /// Synthesise text to a 48 kHz WAV file.
     Say(say::SayArgs),
     /// List the voices this server can speak with.
@@ -64,6 +68,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Serve(args) => serve::run(args),
+        Commands::Worker(args) => worker::run(args),
         Commands::Say(args) => say::run(args),
         Commands::Voices(args) => list_voices(args),
         Commands::Bench(args) => bench::run(args),

@@ -1,5 +1,5 @@
-//! `ttsd serve`: bind the admin server (not ready), start the engine pool, warm the default voice, then
-//! serve the WebSocket API until SIGTERM.
+//! `ttsd serve`: bind the admin server (not ready), start the engine pool and warm the default voice (or,
+//! with remote workers, start routing to them), then serve the WebSocket API until SIGTERM.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +13,9 @@ use tokio::sync::watch;
 use tts_core::engine::init_onnx_runtime;
 use tts_core::pool::{Pool, PoolConfig};
 use tts_core::voices::{EngineKind, VoiceCatalog, VoiceInfo};
-use tts_gateway::{Gateway, GatewayMetrics, PoolCollector};
+use tts_gateway::workers::RemoteWorkers;
+use tts_gateway::{Gateway, GatewayMetrics, Synthesizer};
+use tts_telemetry::gpu::{GpuCheck, GpuCollector, Gpus};
 use tts_telemetry::prometheus_client;
 use tts_telemetry::{
     AdminState, CheckResult, HealthCheck, Heartbeat, LogHandle, StallDetectorConfig, StallMetrics,
@@ -50,6 +52,12 @@ pub(crate) struct ServeArgs {
     /// Export traces over OTLP/gRPC to this endpoint, e.g. http://127.0.0.1:4317.
     #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// Synthesise on these remote workers (`host:port`, comma-separated) instead of in-process.
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<String>,
+    /// Discover remote workers registered in this Redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long)]
+    redis: Option<String>,
     /// Serve `POST /test/freeze-heartbeats` on the admin port, so tests can make liveness fail.
     #[arg(long, hide = true)]
     test_hooks: bool,
@@ -80,6 +88,12 @@ impl ServeArgs {
         }
         if self.enable_profiling {
             config.profiling.enabled = true;
+        }
+        if !self.workers.is_empty() {
+            config.workers.addresses = self.workers.clone();
+        }
+        if let Some(url) = &self.redis {
+            config.workers.redis_url = Some(url.clone());
         }
     }
 }
@@ -193,7 +207,7 @@ impl HealthCheck for PoolHeadroom {
 }
 
 /// Beats while engine threads make progress or have nothing to do; stops when a thread is stuck on a job.
-fn spawn_pool_watchdog(pool: Arc<Pool>, heartbeat: Arc<Heartbeat>) {
+pub(crate) fn spawn_pool_watchdog(pool: Arc<Pool>, heartbeat: Arc<Heartbeat>) {
     tokio::spawn(async move {
         let mut last = pool.progress();
         let mut interval = tokio::time::interval(Duration::from_millis(500));
@@ -215,22 +229,32 @@ struct Telemetry {
     heartbeats: Vec<Arc<Heartbeat>>,
 }
 
-fn build_telemetry(config: &Config, pool: &Arc<Pool>) -> Telemetry {
-    let mut registry = Registry::default();
+fn build_telemetry(config: &Config, mut registry: Registry) -> Telemetry {
     let metrics = Arc::new(GatewayMetrics::register_with_level(
         &mut registry,
         config.slo,
         config.server.metrics,
     ));
-    PoolCollector::register(&mut registry, pool.clone());
-    tts_telemetry::register_process_metrics(&mut registry);
+    let runtime = register_process_telemetry(&mut registry);
+    Telemetry {
+        registry,
+        metrics,
+        heartbeats: vec![runtime],
+    }
+}
+
+/// Process, build and GPU metrics and the async-runtime stall detector, shared by `serve` and `worker`;
+/// returns the runtime's heartbeat.
+pub(crate) fn register_process_telemetry(registry: &mut Registry) -> Arc<Heartbeat> {
+    tts_telemetry::register_process_metrics(registry);
     tts_telemetry::register_build_info(
-        &mut registry,
+        registry,
         "tts_build",
         "ttsd build information",
         &[("version", env!("CARGO_PKG_VERSION"))],
     );
-    let stall_metrics = StallMetrics::register(&mut registry, "tts");
+    GpuCollector::register(registry, gpus());
+    let stall_metrics = StallMetrics::register(registry, "tts");
     let runtime = Heartbeat::new("async_runtime", Duration::from_secs(2));
     tts_telemetry::spawn_stall_detector(
         StallDetectorConfig {
@@ -240,13 +264,58 @@ fn build_telemetry(config: &Config, pool: &Arc<Pool>) -> Telemetry {
         stall_metrics,
         runtime.clone(),
     );
+    runtime
+}
+
+/// NVML is probed once per process.
+pub(crate) fn gpus() -> Arc<Gpus> {
+    static GPUS: std::sync::OnceLock<Arc<Gpus>> = std::sync::OnceLock::new();
+    GPUS.get_or_init(|| Arc::new(Gpus::detect())).clone()
+}
+
+/// Where synthesis runs, with what `/readiness` and `/liveness` watch for it.
+struct Backend {
+    synthesizer: Arc<dyn Synthesizer>,
+    pool: Option<Arc<Pool>>,
+    checks: Vec<Arc<dyn HealthCheck>>,
+    heartbeats: Vec<Arc<Heartbeat>>,
+}
+
+/// In-process engine threads; the default voice is warmed later, once the admin server is up.
+async fn local_backend(
+    config: &Config,
+    registry: &mut Registry,
+) -> anyhow::Result<(Arc<VoiceCatalog>, Backend)> {
+    let pool_config = config.clone();
+    let (catalog, pool) = tokio::task::spawn_blocking(move || start_pool(&pool_config)).await??;
+    tts_worker::PoolCollector::register(registry, pool.clone());
     let engines = Heartbeat::new("engine_pool", Duration::from_secs(30));
     spawn_pool_watchdog(pool.clone(), engines.clone());
-    Telemetry {
-        registry,
-        metrics,
-        heartbeats: vec![runtime, engines],
-    }
+    let backend = Backend {
+        synthesizer: pool.clone(),
+        checks: vec![Arc::new(PoolHeadroom { pool: pool.clone() })],
+        pool: Some(pool),
+        heartbeats: vec![engines],
+    };
+    Ok((catalog, backend))
+}
+
+/// Remote workers from `[workers]`, `--workers` or `--redis`. Voice ids are checked against this
+/// machine's catalog, as they are for in-process synthesis.
+fn remote_backend(
+    config: &Config,
+    registry: &mut Registry,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<VoiceCatalog>, Backend)> {
+    let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
+    let remote = RemoteWorkers::start(config.workers.remote_config(), registry, shutdown)?;
+    let backend = Backend {
+        checks: remote.checks(),
+        synthesizer: Arc::new(remote),
+        pool: None,
+        heartbeats: Vec::new(),
+    };
+    Ok((catalog, backend))
 }
 
 async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Result<()> {
@@ -257,25 +326,38 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot listen on {}", config.server.admin_listen))?;
     let admin_addr = admin.local_addr()?;
-    let pool_config = config.clone();
-    let (catalog, pool) = tokio::task::spawn_blocking(move || start_pool(&pool_config)).await??;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut registry = Registry::default();
+    let (catalog, backend) = if config.workers.remote() {
+        remote_backend(&config, &mut registry, shutdown_rx.clone())?
+    } else {
+        local_backend(&config, &mut registry).await?
+    };
     let default_voice = catalog
         .get(&config.server.default_voice)
         .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
         .clone();
 
     tts_telemetry::profiling::install(&config.profiling).await?;
-    let telemetry = build_telemetry(&config, &pool);
+    let mut telemetry = build_telemetry(&config, registry);
+    telemetry.heartbeats.extend(backend.heartbeats.iter().cloned());
     let warm_check = Arc::new(VoiceWarm {
         voice: default_voice.id.clone(),
         warm: AtomicBool::new(false),
     });
     let summary_metrics = telemetry.metrics.clone();
-    let summary_pool = pool.clone();
+    let summary_synth = backend.synthesizer.clone();
+    // Remote workers warm their own voices; their readiness is the `workers` check.
+    let mut checks: Vec<Arc<dyn HealthCheck>> = Vec::new();
+    if backend.pool.is_some() {
+        checks.push(warm_check.clone());
+    }
+    checks.extend(backend.checks.iter().cloned());
+    checks.push(Arc::new(GpuCheck(gpus())));
     let admin_state = AdminState {
         registry: Arc::new(telemetry.registry),
-        summary: Arc::new(move || summary_metrics.summary(&summary_pool.stats())),
-        checks: vec![warm_check.clone(), Arc::new(PoolHeadroom { pool: pool.clone() })],
+        summary: Arc::new(move || summary_metrics.summary(&summary_synth.stats())),
+        checks,
         heartbeats: telemetry.heartbeats.clone(),
         log: Some(log),
         started: std::time::Instant::now(),
@@ -301,18 +383,18 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     // Announced before warm-up, so orchestrators and tests can watch /readiness turn from 503 to 200.
     println!("ttsd admin: http://{admin_addr}");
 
-    let warm_pool = pool.clone();
-    let warm_voice = default_voice.clone();
-    let section = tts_telemetry::profile_section("warm_up");
-    tokio::task::spawn_blocking(move || warm(&warm_pool, &warm_voice)).await??;
-    drop(section);
-    warm_check.warm.store(true, Ordering::Release);
+    if let Some(pool) = backend.pool.clone() {
+        let warm_voice = default_voice.clone();
+        let section = tts_telemetry::profile_section("warm_up");
+        tokio::task::spawn_blocking(move || warm(&pool, &warm_voice)).await??;
+        drop(section);
+        warm_check.warm.store(true, Ordering::Release);
+    }
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let gateway = Gateway::new(
         config.gateway.clone(),
         catalog,
-        pool.clone(),
+        backend.synthesizer.clone(),
         &config.server.default_voice,
         shutdown_rx,
         telemetry.metrics.clone(),
@@ -337,13 +419,15 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         ),
     }
     admin_task.abort();
-    tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+    if let Some(pool) = backend.pool {
+        tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+    }
     let _ = tokio::task::spawn_blocking(tts_telemetry::profiling::flush_section_profiles).await;
     tracing::info!("Stopped.");
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {

@@ -266,20 +266,12 @@ async fn metrics_match_what_the_client_saw() {
     }
 }
 
-/// Rows of the catalogue table in docs/telemetry.md: (name, implemented?).
+/// Rows of the catalogue tables in docs/telemetry.md: (name, emitted by an in-process `ttsd serve`?). The
+/// other statuses (`remote`, `worker`, `gpu`) are checked where those parts run (tests/workers.rs).
 fn catalogue() -> Vec<(String, bool)> {
-    let text = std::fs::read_to_string(root().join("docs/telemetry.md")).unwrap();
-    text.lines()
-        .filter_map(|line| {
-            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
-            let status = cells
-                .last()
-                .filter(|c| !c.is_empty())
-                .or(cells.get(cells.len().saturating_sub(2)))?;
-            (name.starts_with("tts_") || name.starts_with("process_"))
-                .then(|| (name.to_owned(), !status.contains("planned")))
-        })
+    catalogue_rows()
+        .into_iter()
+        .map(|(name, status)| (name, status == "implemented"))
         .collect()
 }
 

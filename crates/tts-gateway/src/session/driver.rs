@@ -17,6 +17,7 @@ use futures_util::stream::SplitSink;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tts_core::audio::{Frame, Framer};
+use tts_core::engine::EngineError;
 use tts_core::pool::{CancelSource, Job, JobEvent, SubmitError};
 use tts_core::text::{Chunk, Segmenter, SegmenterConfig};
 use tts_core::voices::VoiceInfo;
@@ -228,6 +229,7 @@ impl Driver {
         };
         // Whatever is still queued for this session is dropped before an engine sees it.
         self.cancel.cancel_all();
+        self.state.pool.end_session(&self.session_id);
         let buffered: usize = self.utterances.iter().map(|u| u.frames.len()).sum();
         let drop_reason = if reason == EndReason::SlowClient {
             DropReason::Backpressure
@@ -353,8 +355,11 @@ impl Driver {
             Encoding::Base64 => Message::Text(audio_json(&frame, self.sequence).into()),
             Encoding::Binary => Message::Binary(audio_binary(&frame, self.sequence)),
         };
-        self.send(message).await?;
+        // Stamped as the frame is handed to the socket, not after the write returns: a busy executor may run
+        // this task again only after the client already has the frame, and the clocks must stay inside the
+        // client's.
         let sent_at = Instant::now();
+        self.send(message).await?;
         self.pacer.sent(sent_at);
         self.state.metrics.frame_sent(tts_core::audio::FRAME_BYTES);
         if let Some(previous) = previous_frame_at {
@@ -513,6 +518,7 @@ impl Driver {
         match command {
             Command::Pause => {
                 self.paused = true;
+                self.state.pool.control(&self.session_id, command);
                 if let Some(front) = self.utterances.front_mut() {
                     front.last_frame_at = None;
                 }
@@ -529,11 +535,13 @@ impl Driver {
                         .await;
                 }
                 self.paused = false;
+                self.state.pool.control(&self.session_id, command);
                 self.pacer.restart();
                 self.state.metrics.control(command, read_at.elapsed());
             }
             Command::Stop => {
                 self.cancel.cancel_all();
+                self.state.pool.control(&self.session_id, command);
                 self.segmenter.clear();
                 // From here on no frame of these utterances can leave: that is where barge-in ends.
                 let silenced = read_at.elapsed();
@@ -617,8 +625,14 @@ impl Driver {
                 utterance.failed = true;
                 self.in_flight = None;
                 settle(utterance, None);
-                let message = format!("synthesis failed for voice {}: {error}", utterance.voice.id);
-                self.send_error(ErrorCode::SynthesisFailed, &message).await?;
+                let (code, message) = match error {
+                    EngineError::WorkerUnavailable(_) => (ErrorCode::WorkerUnavailable, error.to_string()),
+                    _ => (
+                        ErrorCode::SynthesisFailed,
+                        format!("synthesis failed for voice {}: {error}", utterance.voice.id),
+                    ),
+                };
+                self.send_error(code, &message).await?;
             }
         }
         Ok(())

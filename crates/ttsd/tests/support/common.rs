@@ -127,3 +127,20 @@ pub fn wav_seconds(path: &std::path::Path) -> f64 {
 pub fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ttsd-test-{}-{name}", std::process::id()))
 }
+
+/// Rows of the metric catalogue tables in docs/telemetry.md: (name, status column).
+pub fn catalogue_rows() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("docs/telemetry.md")).unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let status = cells
+                .last()
+                .filter(|c| !c.is_empty())
+                .or(cells.get(cells.len().saturating_sub(2)))?;
+            (name.starts_with("tts_") || name.starts_with("process_"))
+                .then(|| (name.to_owned(), (*status).to_owned()))
+        })
+        .collect()
+}
