@@ -157,3 +157,67 @@ async fn spans_form_a_tree_per_session_join_the_clients_trace_and_match_logs_and
         "no first-audio exemplar with the session's trace id"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_workers_spans_join_the_gateways_trace() {
+    let sink = OtlpSink::start().await.unwrap();
+    let endpoint = sink.endpoint();
+    let worker = tts_test_support::ServerProcess::start_worker(
+        env!("CARGO_BIN_EXE_ttsd"),
+        &root(),
+        &[
+            "--name",
+            "traced",
+            "--voice",
+            ESPEAK,
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+    )
+    .unwrap();
+    let gateway = start_espeak(&["--workers", &worker.grpc_addr, "--otlp-endpoint", &endpoint]);
+    let until = tokio::time::Instant::now() + WAIT;
+    while tts_test_support::http_get(&gateway.admin_base, "/readiness")
+        .unwrap()
+        .status
+        != 200
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the worker never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut client, start) = connect(&gateway, "/v1/stream").await;
+    let Event::SessionStart { session_id, .. } = start else {
+        unreachable!()
+    };
+    client.send_text("Across the hop.", true).await.unwrap();
+    read_utterance(&mut client).await;
+    client.close().await;
+
+    let spans = sink
+        .wait_for(
+            |s| s.iter().any(|s| s.name == "worker_chunk") && s.iter().any(|s| s.name == "session"),
+            Duration::from_secs(20),
+        )
+        .await;
+    let session = spans.iter().find(|s| s.name == "session").unwrap();
+    let chunk = spans.iter().find(|s| s.name == "worker_chunk").unwrap();
+    assert_eq!(
+        chunk.trace_id, session.trace_id,
+        "the worker's span is in the session's trace"
+    );
+    let parent = by_id(&spans, &chunk.parent_span_id);
+    assert_eq!(parent.name, "utterance", "a chunk hangs under its utterance");
+    assert_eq!(
+        chunk.attributes.get("session_id"),
+        Some(&session_id),
+        "same session id on both sides"
+    );
+    let synthesize = spans
+        .iter()
+        .find(|s| s.name == "synthesize" && s.parent_span_id == chunk.span_id)
+        .expect("the worker's synthesize span is a child of its chunk span");
+    assert_eq!(synthesize.trace_id, session.trace_id);
+}
