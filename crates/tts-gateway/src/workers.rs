@@ -37,7 +37,7 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// StartSession may load a voice on the worker; other unary RPCs are quick.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(2);
-/// A started chunk that sends nothing for this long is moved to another worker.
+/// An open chunk that hears nothing from its worker for this long is moved to another worker.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a new session picks its worker.

@@ -134,7 +134,7 @@ pub(crate) struct WorkersConfig {
     pub(crate) health_interval_seconds: f64,
     /// How often the Redis registry is scanned.
     pub(crate) discovery_interval_seconds: f64,
-    /// A chunk the worker started that sends nothing for this long is moved to another worker.
+    /// A chunk that hears nothing from its worker for this long is moved to another worker (not while paused).
     pub(crate) stall_timeout_seconds: f64,
     /// Limit for unary RPCs (controls, health, capabilities, opening a stream).
     pub(crate) rpc_timeout_seconds: f64,

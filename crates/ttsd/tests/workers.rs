@@ -144,7 +144,7 @@ async fn workers_found_through_redis_share_sessions_and_late_workers_and_redis_r
     );
     for client in &mut clients {
         let utterance = read_utterance(client).await;
-        assert!(matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"));
+        assert!(completed(&utterance));
         assert_frames_well_formed(&utterance.frames, utterance.frames[0].sequence);
         assert!(
             utterance.seconds() > 5.0,
@@ -220,10 +220,10 @@ async fn workers_found_through_redis_share_sessions_and_late_workers_and_redis_r
     assert_catalogued(&scrape(&w1.admin_base), "worker");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_utterance_hands_the_rest_to_another_then_none_is_left() {
-    let mut a = worker("killed-a", PIPER, &[]);
-    let mut b = worker("killed-b", PIPER, &[]);
+/// Two Piper workers (noise off, so the same text gives the same audio) behind a gateway with a static list.
+async fn piper_pair(tag: &str) -> (ServerProcess, ServerProcess, ServerProcess) {
+    let a = worker(&format!("{tag}-a"), PIPER, &[]);
+    let b = worker(&format!("{tag}-b"), PIPER, &[]);
     let list = format!("{},{}", a.grpc_addr, b.grpc_addr);
     let gw = gateway(PIPER, &["--workers", &list]);
     eventually(Duration::from_secs(10), "both workers ready", || {
@@ -233,6 +233,56 @@ async fn a_worker_killed_mid_utterance_hands_the_rest_to_another_then_none_is_le
             .contains("2 of 2 workers ready")
     })
     .await;
+    (a, b, gw)
+}
+
+fn completed(utterance: &Utterance) -> bool {
+    matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stalls_mid_utterance_is_left_and_the_session_goes_on() {
+    let (a, b, gw) = piper_pair("stalled").await;
+    let reference = speak(&gw, PIPER, LONG_TEXT).await;
+    let (mut client, _) = connect(&gw, &format!("/v1/stream?voice={PIPER}")).await;
+    client.send_text(LONG_TEXT, true).await.unwrap();
+    let mut utterance = Utterance::default();
+    let first = client.next(WAIT).await.unwrap();
+    let Event::Audio { sequence, pcm } = first.event else {
+        panic!("audio first: {:?}", first.event);
+    };
+    utterance.frames.push(Frame {
+        sequence,
+        pcm,
+        at: first.at,
+    });
+    // SIGSTOP: the process is alive and its sockets open, but it answers nothing.
+    let stalled = if sessions_on(&a) == 1 { &a } else { &b };
+    let signal = |name: &str| {
+        std::process::Command::new("kill")
+            .args([name, &stalled.pid().to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    let rest = read_utterance(&mut client).await;
+    signal("-CONT");
+    utterance.frames.extend(rest.frames);
+    utterance.end = rest.end;
+    assert!(
+        completed(&utterance),
+        "the session goes on, never hangs: {:?}",
+        utterance.end
+    );
+    let ratio = utterance.seconds() / reference.seconds();
+    assert!((0.85..1.15).contains(&ratio), "whole text: {ratio:.2}");
+    let failovers = scrape(&gw.admin_base).sum("tts_worker_failovers_total", &[]);
+    assert_eq!(failovers, 1.0, "one stream moved off the stalled worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_utterance_hands_the_rest_to_another_then_none_is_left() {
+    let (mut a, mut b, gw) = piper_pair("killed").await;
 
     // The same text on an undisturbed session, for the expected length.
     let reference = speak(&gw, PIPER, LONG_TEXT).await;
@@ -260,7 +310,7 @@ async fn a_worker_killed_mid_utterance_hands_the_rest_to_another_then_none_is_le
         },
     );
     assert!(
-        matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"),
+        completed(&utterance),
         "the utterance completes on the other worker: {:?}",
         utterance.end
     );
@@ -350,7 +400,7 @@ async fn pause_on_one_session_does_not_delay_another_on_the_same_worker() {
         first_audio * 1000.0,
         p99 * 1000.0
     );
-    assert!(matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"));
+    assert!(completed(&utterance));
     assert!(
         first_audio < 0.5,
         "not held behind the paused session: {first_audio} s"
@@ -362,7 +412,7 @@ async fn pause_on_one_session_does_not_delay_another_on_the_same_worker() {
     assert!(quiet.is_err(), "a paused session receives nothing: {quiet:?}");
     paused.send_control("RESUME").await.unwrap();
     let rest = read_utterance(&mut paused).await;
-    assert!(matches!(&rest.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"));
+    assert!(completed(&rest));
     let controls = scrape(&w.admin_base);
     assert_eq!(
         controls.get(

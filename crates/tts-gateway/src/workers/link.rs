@@ -2,7 +2,7 @@
 //! in order, EndSession at the end; and failover.
 //!
 //! The session keeps at most one chunk submitted, so the link has at most one chunk open. When the
-//! stream breaks (the worker died or its connection's keepalive failed) or a started chunk sends nothing
+//! stream breaks (the worker died or its connection's keepalive failed) or an open chunk hears nothing
 //! for `stall_timeout`, the worker is marked down and the open chunk goes to another worker; the audio
 //! the session already got is skipped from the replacement's output (the same text, so the same audio up to
 //! the engine's variation), so the listener hears a gap, not a repeat. With no worker left the chunk fails
@@ -137,10 +137,12 @@ async fn sleep_or_never(at: Option<Instant>) {
 }
 
 impl Link {
-    /// A started chunk must keep sending; a queued or paused one may wait.
+    /// An open chunk must hear from its worker (started, audio, end) within the stall timeout, unless the
+    /// session is paused (the worker holds its chunks then). Queued counts too: a worker whose engines are
+    /// stuck would otherwise hold the chunk forever.
     fn stall_deadline(&self) -> Option<Instant> {
         let open = self.open.as_ref()?;
-        (open.started && !self.paused).then(|| open.last_activity + self.shared.config.stall_timeout)
+        (!self.paused).then(|| open.last_activity + self.shared.config.stall_timeout)
     }
 
     async fn start(&mut self, job: Job) {
