@@ -12,6 +12,8 @@
 //! collector is configured; JSON lines logged inside a traced span then carry its `trace_id` and
 //! `span_id`.
 
+#[cfg(feature = "test-util")]
+mod capture;
 mod layer;
 mod redact;
 mod timestamp;
@@ -24,6 +26,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::{SubscriberInitExt as _, TryInitError};
 use tracing_subscriber::{Registry, reload};
 
+#[cfg(feature = "test-util")]
+pub use capture::{CaptureGuard, CapturedLogs};
 use layer::LineLayer;
 pub use redact::redact;
 

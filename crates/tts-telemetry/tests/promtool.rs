@@ -3,8 +3,6 @@
 //!
 //! Skips, with a note on stderr, when `promtool` is not installed (Debian: `apt-get install prometheus`).
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,31 +98,9 @@ async fn scrape() -> String {
 #[tokio::test]
 async fn promtool_accepts_the_prometheus_text_without_findings() {
     let text = scrape().await;
-    let spawned = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("note: promtool not installed; skipping `promtool check metrics`");
-            return;
-        }
-        Err(error) => panic!("running promtool: {error}"),
-    };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && findings.trim().is_empty(),
-        "promtool: {findings}\ninput:\n{text}"
-    );
+    if let Err(findings) = tts_test_support::promtool_check_metrics(&text) {
+        panic!("promtool: {findings}\ninput:\n{text}");
+    }
     for name in [
         "app_requests_total",
         "app_busy_seconds_total",

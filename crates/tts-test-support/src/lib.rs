@@ -7,6 +7,7 @@ mod client;
 mod http;
 mod otlp;
 mod prom;
+mod promtool;
 mod redis;
 mod server;
 
@@ -14,6 +15,7 @@ pub use client::{ClientError, Event, Received, StreamClient};
 pub use http::{Response, http_get, http_request};
 pub use otlp::{OtlpSink, ReceivedSpan};
 pub use prom::{Sample, Scrape};
+pub use promtool::promtool_check_metrics;
 pub use redis::RedisServer;
 pub use server::ServerProcess;
 

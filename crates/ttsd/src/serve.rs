@@ -99,11 +99,30 @@ impl ServeArgs {
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
-    // The standard OTEL_* variables, then flags, win over the file and TTSD_* variables.
+    let test_hooks = args.test_hooks;
+    run_process(
+        args.config.as_deref(),
+        |config| args.apply(config),
+        move |config, log| serve(config, log, test_hooks),
+    )
+}
+
+/// What `serve` and `worker` share: load the configuration (file, `TTSD_*`, then the standard `OTEL_*` and
+/// profiling variables, then the flags `apply` sets), start the runtime and logging, run `main`, and flush
+/// spans while the runtime's workers still run.
+pub(crate) fn run_process<F, Fut>(
+    config_path: Option<&std::path::Path>,
+    apply: impl FnOnce(&mut Config),
+    main: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Config, LogHandle) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut config = Config::load(config_path, std::env::vars())?;
     let env_problems = config.tracing.apply_env(std::env::vars());
     config.profiling.apply_env(std::env::vars())?;
-    args.apply(&mut config);
+    apply(&mut config);
     if !env_problems.is_empty() {
         anyhow::bail!(
             "invalid OpenTelemetry environment:\n  - {}",
@@ -125,8 +144,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             &config.tracing,
         )?
     };
-    let result = runtime.block_on(serve(config, log, args.test_hooks));
-    // Flush spans while the runtime's workers still run.
+    let result = runtime.block_on(main(config, log));
     drop(otel);
     result
 }

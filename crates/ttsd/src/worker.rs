@@ -28,7 +28,9 @@ use tts_worker::registry::RegistrationConfig;
 use tts_worker::{PoolCollector, WorkerMetrics, WorkerService, WorkerSettings};
 
 use crate::config::Config;
-use crate::serve::{gpus, register_process_telemetry, spawn_pool_watchdog, start_pool, wait_for_signal};
+use crate::serve::{
+    gpus, register_process_telemetry, run_process, spawn_pool_watchdog, start_pool, wait_for_signal,
+};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct WorkerArgs {
@@ -104,32 +106,7 @@ impl WorkerArgs {
 }
 
 pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
-    let env_problems = config.tracing.apply_env(std::env::vars());
-    args.apply(&mut config);
-    if !env_problems.is_empty() {
-        anyhow::bail!(
-            "invalid OpenTelemetry environment:\n  - {}",
-            env_problems.join("\n  - ")
-        );
-    }
-    config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ttsd-async")
-        .build()
-        .context("cannot start the async runtime")?;
-    let (log, otel) = {
-        let _entered = runtime.enter();
-        tts_telemetry::init_logging_with_tracing(
-            config.logging.format,
-            &config.logging.filter,
-            &config.tracing,
-        )?
-    };
-    let result = runtime.block_on(serve_worker(config, log));
-    drop(otel);
-    result
+    run_process(args.config.as_deref(), |config| args.apply(config), serve_worker)
 }
 
 async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {

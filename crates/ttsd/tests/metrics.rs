@@ -313,25 +313,9 @@ async fn the_catalogue_lists_exactly_the_metrics_emitted() {
 fn promtool_finds_nothing_wrong_with_a_real_scrape() {
     let server = start_espeak(&[]);
     let body = http_get(&server.admin_base, "/metrics").unwrap().body;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (make test installs Debian's prometheus package)");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && findings.trim().is_empty(),
-        "promtool check metrics:\n{findings}"
-    );
+    if let Err(findings) = tts_test_support::promtool_check_metrics(&body) {
+        panic!("promtool check metrics:\n{findings}");
+    }
     let open = http_request(
         "GET",
         &server.admin_base,

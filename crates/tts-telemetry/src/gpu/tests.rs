@@ -1,6 +1,4 @@
 use std::ffi::OsStr;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 
 use super::*;
 use crate::exposition::{Exposition, encode};
@@ -183,29 +181,7 @@ fn the_gpu_check_passes_and_never_holds_back_readiness() {
 #[test]
 fn promtool_accepts_a_synthetic_gpu_scrape() {
     let text = scrape(Box::new(Synthetic(readings())), Exposition::PrometheusText);
-    let spawned = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("note: promtool not installed; skipping `promtool check metrics`");
-            return;
-        }
-        Err(error) => panic!("running promtool: {error}"),
-    };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && findings.trim().is_empty(),
-        "promtool: {findings}\ninput:\n{text}"
-    );
+    if let Err(findings) = tts_test_support::promtool_check_metrics(&text) {
+        panic!("promtool: {findings}\ninput:\n{text}");
+    }
 }

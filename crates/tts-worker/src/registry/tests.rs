@@ -1,11 +1,11 @@
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinHandle;
-use tts_telemetry::{LogFormat, build_subscriber};
+use tts_telemetry::logging::CapturedLogs;
 use tts_test_support::RedisServer;
 
 use super::*;
@@ -69,45 +69,6 @@ impl Running {
 
     fn sample(&self, series: &str) -> f64 {
         sample(&self.registry, series)
-    }
-}
-
-/// Log lines written while it lives, as JSON (the production format), on this thread: the tests run on
-/// tokio's current-thread runtime, so the spawned task logs here too.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    /// Keep the guard for as long as logs should be captured.
-    fn capture() -> (Self, (tracing::dispatcher::DefaultGuard, tracing::Dispatch)) {
-        let logs = Self::default();
-        let writer = logs.clone();
-        let (dispatch, _) = build_subscriber(LogFormat::Json, "info", move || writer.clone()).unwrap();
-        // With a single dispatcher registered, `tracing` decides whether a log statement is wanted from
-        // the dispatcher of whichever thread reaches it first, and caches that: a parallel test without
-        // a subscriber would switch our statements off. A second one makes it ask every dispatcher.
-        let bystander = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
-        (logs, (tracing::dispatcher::set_default(&dispatch), bystander))
-    }
-
-    /// Lines at `level` whose message is `message`.
-    fn count(&self, level: &str, message: &str) -> usize {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|line| line["level"] == level && line["message"] == message)
-            .count()
     }
 }
 
@@ -202,7 +163,7 @@ async fn the_record_is_written_with_a_ttl_refreshed_and_deleted_on_shutdown() {
 
 #[tokio::test]
 async fn an_outage_does_not_end_the_task_and_it_registers_again_after_restart() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = CapturedLogs::capture();
     let mut server = RedisServer::start().unwrap();
     let running = Running::start(&server.url(), "w2", record);
     wait_for_value(&server, "ttsd:worker:w2").await;

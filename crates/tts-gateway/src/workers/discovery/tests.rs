@@ -1,7 +1,7 @@
 use prometheus_client::encoding::text::encode;
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinHandle;
-use tts_telemetry::{LogFormat, build_subscriber};
+use tts_telemetry::logging::CapturedLogs;
 use tts_test_support::RedisServer;
 
 use super::*;
@@ -91,45 +91,6 @@ impl Running {
             .await
             .expect("the task ends promptly on shutdown")
             .unwrap();
-    }
-}
-
-/// Log lines written while it lives, as JSON (the production format), on this thread: the tests run on
-/// tokio's current-thread runtime, so the spawned task logs here too.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    /// Keep the guard for as long as logs should be captured.
-    fn capture() -> (Self, (tracing::dispatcher::DefaultGuard, tracing::Dispatch)) {
-        let logs = Self::default();
-        let writer = logs.clone();
-        let (dispatch, _) = build_subscriber(LogFormat::Json, "info", move || writer.clone()).unwrap();
-        // With a single dispatcher registered, `tracing` decides whether a log statement is wanted from
-        // the dispatcher of whichever thread reaches it first, and caches that: a parallel test without
-        // a subscriber would switch our statements off. A second one makes it ask every dispatcher.
-        let bystander = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
-        (logs, (tracing::dispatcher::set_default(&dispatch), bystander))
-    }
-
-    /// Lines at `level` whose message is `message`.
-    fn count(&self, level: &str, message: &str) -> usize {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|line| line["level"] == level && line["message"] == message)
-            .count()
     }
 }
 
@@ -233,7 +194,7 @@ async fn malformed_registrations_are_skipped() {
         .await
         .unwrap();
 
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = CapturedLogs::capture();
     let mut running = Running::start(&server.url());
     let view = running.wait_for("three scans", |v| v.scans >= 3).await;
     assert_eq!(names(&view), ["good"]);
@@ -252,7 +213,7 @@ async fn an_outage_keeps_the_last_workers_and_discovery_recovers_after_restart()
     let mut server = RedisServer::start().unwrap();
     let mut writer = connect(&server).await;
     register(&mut writer, &record("w1", unix_ms()), 30_000).await;
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = CapturedLogs::capture();
     let mut running = Running::start(&server.url());
     running.wait_for("w1", |v| v.workers.len() == 1).await;
 
