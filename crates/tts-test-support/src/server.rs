@@ -23,25 +23,35 @@ impl ServerProcess {
     /// Starts `binary serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 <extra>` in `workdir` (where
     /// the default `.cache/` paths resolve) and waits (up to 60 s) for the line announcing its addresses.
     pub fn start(binary: &str, workdir: &Path, extra: &[&str]) -> Result<Self, String> {
-        Self::spawn(binary, workdir, "serve", extra)
+        Self::spawn(binary, workdir, "serve", "127.0.0.1:0", extra)
     }
 
     /// Starts `binary worker --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 <extra>` and waits for its
     /// `ttsd ready: grpc=… admin=…` line (after its default voice is warm).
     pub fn start_worker(binary: &str, workdir: &Path, extra: &[&str]) -> Result<Self, String> {
-        Self::spawn(binary, workdir, "worker", extra)
+        Self::spawn(binary, workdir, "worker", "127.0.0.1:0", extra)
     }
 
-    fn spawn(binary: &str, workdir: &Path, command: &str, extra: &[&str]) -> Result<Self, String> {
+    /// A worker on a given gRPC address, e.g. to bring one back where a gateway expects it.
+    pub fn start_worker_on(
+        binary: &str,
+        workdir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> Result<Self, String> {
+        Self::spawn(binary, workdir, "worker", listen, extra)
+    }
+
+    fn spawn(
+        binary: &str,
+        workdir: &Path,
+        command: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> Result<Self, String> {
         let mut child = Command::new(binary)
             .current_dir(workdir)
-            .args([
-                command,
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .args([command, "--listen", listen, "--admin-listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -362,7 +362,33 @@ async fn a_worker_killed_mid_utterance_hands_the_rest_to_another_then_none_is_le
         matches!(&again, Event::Error { code, .. } if code == "WORKER_UNAVAILABLE"),
         "the session is still open and answers: {again:?}"
     );
+    let second_end = read_utterance(&mut client).await;
+    assert!(
+        matches!(&second_end.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "failed"),
+        "{:?}",
+        second_end.end
+    );
     assert_eq!(readiness(&gw.admin_base).0, 503, "no worker: not ready");
+
+    // A worker back at a known address is found again, and the same session speaks on it.
+    let config = fast_config("killed-back", "[engine]\npiper_noise_scale = 0.0\nthreads = 1\n");
+    let _back = ServerProcess::start_worker_on(
+        BIN,
+        &root(),
+        &survivor.grpc_addr,
+        &["--name", "killed-back", "--voice", PIPER, "--config", &config],
+    )
+    .expect("a worker starts on the old address");
+    eventually(
+        Duration::from_secs(10),
+        "the gateway sees the worker again",
+        || readiness(&gw.admin_base).0 == 200,
+    )
+    .await;
+    client.send_text(MEDIUM_TEXT, true).await.unwrap();
+    let recovered = read_utterance(&mut client).await;
+    assert!(completed(&recovered), "the session recovers: {:?}", recovered.end);
+    assert!(recovered.seconds() > 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

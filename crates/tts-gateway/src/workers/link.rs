@@ -62,7 +62,8 @@ struct Link {
     open: Option<Open>,
     next_chunk_id: u64,
     paused: bool,
-    /// Workers that failed this session; not tried again for it.
+    /// Workers that failed the open chunk; not tried again for it (a new chunk starts with a clean slate,
+    /// and routing skips workers that are still down anyway).
     failed: Vec<String>,
 }
 
@@ -148,6 +149,7 @@ impl Link {
     async fn start(&mut self, job: Job) {
         // The session submits a new chunk only after the last one ended or was stopped.
         self.open = None;
+        self.failed.clear();
         if job.cancel.is_cancelled() {
             return;
         }
@@ -198,7 +200,7 @@ impl Link {
             let voice = request.voice.clone();
             let Some(worker) = self.shared.pick(&voice, &self.failed) else {
                 self.fail_open(EngineError::WorkerUnavailable(format!(
-                    "no worker can take voice {voice} ({} failed for this session)",
+                    "no worker can take voice {voice} ({} failed on this chunk)",
                     self.failed.len()
                 )));
                 return;
