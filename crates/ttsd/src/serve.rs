@@ -23,54 +23,28 @@ use tts_telemetry::{
 
 use crate::config::Config;
 
+/// Flags `serve` and `worker` share.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ServeArgs {
-    /// Address of the WebSocket API [default: 127.0.0.1:8080].
-    #[arg(long)]
-    listen: Option<String>,
-    /// Address of the admin server [default: 127.0.0.1:8081].
-    #[arg(long)]
-    admin_listen: Option<String>,
-    /// Default voice [default: en_US-joe-medium].
-    #[arg(long)]
-    voice: Option<String>,
+pub(crate) struct CommonArgs {
     /// Configuration file (TOML).
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
+    /// Default voice, loaded and warmed before ready [default: en_US-joe-medium].
+    #[arg(long)]
+    voice: Option<String>,
     /// Directory of Piper voices.
     #[arg(long)]
     voices_dir: Option<PathBuf>,
     /// Engine threads (0 = one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Maximum concurrent sessions.
-    #[arg(long)]
-    max_sessions: Option<usize>,
-    /// Serve CPU and heap profiles on the admin port (`/debug/pprof/profile`, `/debug/pprof/heap`).
-    #[arg(long)]
-    enable_profiling: bool,
     /// Export traces over OTLP/gRPC to this endpoint, e.g. http://127.0.0.1:4317.
     #[arg(long)]
     otlp_endpoint: Option<String>,
-    /// Synthesise on these remote workers (`host:port`, comma-separated) instead of in-process.
-    #[arg(long, value_delimiter = ',')]
-    workers: Vec<String>,
-    /// Discover remote workers registered in this Redis, e.g. redis://127.0.0.1:6379.
-    #[arg(long)]
-    redis: Option<String>,
-    /// Serve `POST /test/freeze-heartbeats` on the admin port, so tests can make liveness fail.
-    #[arg(long, hide = true)]
-    test_hooks: bool,
 }
 
-impl ServeArgs {
-    fn apply(&self, config: &mut Config) {
-        if let Some(listen) = &self.listen {
-            config.server.listen = listen.clone();
-        }
-        if let Some(admin) = &self.admin_listen {
-            config.server.admin_listen = admin.clone();
-        }
+impl CommonArgs {
+    pub(crate) fn apply(&self, config: &mut Config) {
         if let Some(voice) = &self.voice {
             config.server.default_voice = voice.clone();
         }
@@ -80,11 +54,50 @@ impl ServeArgs {
         if let Some(threads) = self.threads {
             config.engine.threads = threads;
         }
-        if let Some(max) = self.max_sessions {
-            config.gateway.max_sessions = max;
-        }
         if let Some(endpoint) = &self.otlp_endpoint {
             config.tracing.otlp_endpoint = Some(endpoint.clone());
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address of the WebSocket API [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address of the admin server [default: 127.0.0.1:8081].
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Maximum concurrent sessions.
+    #[arg(long)]
+    max_sessions: Option<usize>,
+    /// Serve CPU and heap profiles on the admin port (`/debug/pprof/profile`, `/debug/pprof/heap`).
+    #[arg(long)]
+    enable_profiling: bool,
+    /// Synthesise on these remote workers (`host:port`, comma-separated) instead of in-process.
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<String>,
+    /// Discover remote workers registered in this Redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Serve `POST /test/freeze-heartbeats` on the admin port, so tests can make liveness fail.
+    #[arg(long, hide = true)]
+    test_hooks: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+impl ServeArgs {
+    fn apply(&self, config: &mut Config) {
+        self.common.apply(config);
+        if let Some(listen) = &self.listen {
+            config.server.listen = listen.clone();
+        }
+        if let Some(admin) = &self.admin_listen {
+            config.server.admin_listen = admin.clone();
+        }
+        if let Some(max) = self.max_sessions {
+            config.gateway.max_sessions = max;
         }
         if self.enable_profiling {
             config.profiling.enabled = true;
@@ -101,7 +114,7 @@ impl ServeArgs {
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let test_hooks = args.test_hooks;
     run_process(
-        args.config.as_deref(),
+        args.common.config.as_deref(),
         |config| args.apply(config),
         move |config, log| serve(config, log, test_hooks),
     )

@@ -6,7 +6,6 @@
 //! then), register, announce `ttsd ready: grpc=ADDR admin=URL`. SIGTERM: stop accepting sessions, let the
 //! open ones finish for the grace period, deregister, stop.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,8 @@ use tts_worker::{PoolCollector, WorkerMetrics, WorkerService, WorkerSettings};
 
 use crate::config::Config;
 use crate::serve::{
-    gpus, register_process_telemetry, run_process, spawn_pool_watchdog, start_pool, wait_for_signal,
+    CommonArgs, gpus, register_process_telemetry, run_process, spawn_pool_watchdog, start_pool,
+    wait_for_signal,
 };
 
 #[derive(Debug, clap::Args)]
@@ -49,28 +49,16 @@ pub(crate) struct WorkerArgs {
     /// The address to register for gateways to dial [default: the bound gRPC address].
     #[arg(long)]
     advertise: Option<String>,
-    /// Default voice, warmed before the worker reports ready [default: en_US-joe-medium].
-    #[arg(long)]
-    voice: Option<String>,
-    /// Configuration file (TOML).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Directory of Piper voices.
-    #[arg(long)]
-    voices_dir: Option<PathBuf>,
-    /// Engine threads (0 = one per core).
-    #[arg(long)]
-    threads: Option<usize>,
     /// Maximum concurrent sessions.
     #[arg(long)]
     max_sessions: Option<u32>,
-    /// Export traces over OTLP/gRPC to this endpoint, e.g. http://127.0.0.1:4317.
-    #[arg(long)]
-    otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 impl WorkerArgs {
     fn apply(&self, config: &mut Config) {
+        self.common.apply(config);
         let worker = &mut config.worker;
         if let Some(listen) = &self.listen {
             worker.listen = listen.clone();
@@ -90,23 +78,15 @@ impl WorkerArgs {
         if let Some(max) = self.max_sessions {
             worker.max_sessions = max;
         }
-        if let Some(voice) = &self.voice {
-            config.server.default_voice = voice.clone();
-        }
-        if let Some(dir) = &self.voices_dir {
-            config.engine.voices_dir = dir.clone();
-        }
-        if let Some(threads) = self.threads {
-            config.engine.threads = threads;
-        }
-        if let Some(endpoint) = &self.otlp_endpoint {
-            config.tracing.otlp_endpoint = Some(endpoint.clone());
-        }
     }
 }
 
 pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    run_process(args.config.as_deref(), |config| args.apply(config), serve_worker)
+    run_process(
+        args.common.config.as_deref(),
+        |config| args.apply(config),
+        serve_worker,
+    )
 }
 
 async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
