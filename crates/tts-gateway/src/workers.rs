@@ -186,20 +186,6 @@ impl RemoteWorkers {
         }
         checks
     }
-
-    /// Waits until some worker is ready, or `limit` passes; true when one is.
-    pub async fn wait_ready(&self, limit: Duration) -> bool {
-        let until = tokio::time::Instant::now() + limit;
-        loop {
-            if self.shared.workers().iter().any(|w| w.usable()) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= until {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 impl Synthesizer for RemoteWorkers {

@@ -11,10 +11,10 @@ use tts_core::engine::EngineError;
 use tts_core::pool::{Pool, WarmError};
 use tts_core::voices::VoiceInfo;
 
-/// How long a load spent on each phase, as the loader measured them.
+/// What the loader measured of a load: the warm-up. The manager times the whole load itself (from its
+/// parallel-load slot, so waiting for a blocking thread counts) and takes the warm-up out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadTimings {
-    pub load: Duration,
     pub warmup: Duration,
 }
 
@@ -145,7 +145,6 @@ impl VoiceLoader for PoolLoader {
             let warmed = tokio::task::spawn_blocking(move || {
                 pool.warm_timed(&voice)
                     .map(|timings| LoadTimings {
-                        load: timings.load,
                         warmup: timings.warmup,
                     })
                     .map_err(|error| LoadFailure::from(&error))
