@@ -440,6 +440,15 @@ impl Driver {
                 ),
             ));
         }
+        let queued_limit = self.state.config.max_queued_utterances;
+        if !open && self.utterances.len() >= queued_limit {
+            return Err(Rejection::new(
+                ErrorCode::TextTooLong,
+                format!(
+                    "the session already has {queued_limit} utterances waiting or playing; the limit is {queued_limit}"
+                ),
+            ));
+        }
         if !open {
             let id = self.next_utterance_id;
             self.next_utterance_id += 1;
