@@ -234,11 +234,20 @@ async fn metrics_match_what_the_client_saw() {
         summary["sessions_active"].as_f64(),
         m.get("tts_sessions_active", &[])
     );
-    let violations: f64 = ["first_audio", "barge_in", "jitter", "availability"]
-        .iter()
-        .map(|slo| m.sum(&format!("tts_slo_{slo}_violations_total"), &[]))
-        .sum();
+    let violations = m.sum("tts_slo_events_total", &[("result", "bad")]);
     assert_eq!(summary["sla_violations"].as_f64(), Some(violations));
+    // Every SLI event was judged: utterances (availability), first audios, barge-ins and intervals.
+    let events = |slo: &str| m.sum("tts_slo_events_total", &[("slo", slo)]);
+    assert_eq!(events("availability"), 5.0);
+    assert_eq!(events("underruns"), 5.0);
+    assert_eq!(events("first_audio"), n);
+    assert_eq!(events("barge_in"), 2.0);
+    assert_eq!(events("frame_pacing"), intervals as f64);
+    assert_eq!(
+        events("error_rate"),
+        m.sum("tts_engine_tasks_total", &[("outcome", "completed")])
+            + m.sum("tts_engine_tasks_total", &[("outcome", "failed")])
+    );
     let p50 = summary["first_audio_p50_ms"].as_f64().unwrap() / 1000.0;
     let (lo, hi) = seen
         .first_audio
