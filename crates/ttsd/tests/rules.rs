@@ -189,6 +189,42 @@ fn promtool_rule_tests_pass_and_cover_every_alert() {
     }
 }
 
+#[test]
+fn amtool_accepts_the_alertmanager_config_and_routes_by_severity() {
+    let config = "deploy/alertmanager/alertmanager.yml";
+    let (ok, output) = tool("amtool", &["check-config", config]);
+    assert!(ok && output.contains("SUCCESS"), "{output}");
+    let body = std::fs::read_to_string(root().join(config)).unwrap();
+    for secret in ["api_url:", "routing_key:", "service_key:", "auth_password:"] {
+        assert!(!body.contains(secret), "a secret inline in {config}: {secret}");
+    }
+    for (labels, receivers) in [
+        ("severity=warning", "default-webhook,slack"),
+        ("severity=critical", "default-webhook,pagerduty,email,slack"),
+        ("severity=info", "default-webhook"),
+    ] {
+        let (ok, output) = tool(
+            "amtool",
+            &[
+                "config",
+                "routes",
+                "test",
+                "--config.file",
+                config,
+                labels,
+                "alertname=X",
+            ],
+        );
+        assert!(ok, "{output}");
+        let got = output
+            .lines()
+            .find(|l| !l.starts_with("Warning"))
+            .unwrap_or("")
+            .trim();
+        assert_eq!(got, receivers, "{labels}");
+    }
+}
+
 /// mixtool's lint rules (monitoring.mixins.dev), which are not packaged here: CamelCase names; severity
 /// info, warning or critical; a summary that is a plain sentence; a description with the value; a
 /// runbook that exists and says what to check and how to mitigate. Also: no runbook without an alert.
