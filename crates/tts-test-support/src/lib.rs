@@ -1,5 +1,6 @@
 //! Test and benchmark helpers for ttsd: a WebSocket client that stamps every message with its own
-//! arrival clock, runners for the real `ttsd` binary and a real `redis-server`, and audio checks. Used by
+//! arrival clock, runners for the real `ttsd` binary, a real `redis-server` and a real `prometheus`, and
+//! audio checks. Used by
 //! end-to-end tests and by `ttsd bench`; it never touches server internals, so what it measures is what a
 //! real client sees.
 
@@ -7,6 +8,7 @@ mod client;
 mod http;
 mod otlp;
 mod prom;
+mod prometheus;
 mod promtool;
 mod redis;
 mod server;
@@ -15,6 +17,7 @@ pub use client::{ClientError, Event, Received, StreamClient};
 pub use http::{Response, http_get, http_request};
 pub use otlp::{OtlpSink, ReceivedSpan};
 pub use prom::{Sample, Scrape};
+pub use prometheus::{Evaluation, PrometheusServer, selectors};
 pub use promtool::promtool_check_metrics;
 pub use redis::RedisServer;
 pub use server::ServerProcess;
