@@ -363,8 +363,14 @@ fn readiness_is_503_until_the_default_voice_is_warm_then_200() {
             break url.to_owned();
         }
     };
+    let gauge_before = Scrape::parse(&http_get(&admin, "/metrics").unwrap().body).unwrap();
     let before = http_get(&admin, "/readiness").unwrap();
     assert_eq!(before.status, 503, "not ready before warm-up: {}", before.body);
+    assert_eq!(
+        gauge_before.get("tts_ready", &[]),
+        Some(0.0),
+        "tts_ready follows /readiness"
+    );
     assert!(before.body.contains("default_voice"), "{}", before.body);
     assert_eq!(
         http_get(&admin, "/liveness").unwrap().status,
@@ -375,6 +381,12 @@ fn readiness_is_503_until_the_default_voice_is_warm_then_200() {
     assert!(ready_line.starts_with("ttsd ready:"), "{ready_line}");
     assert_eq!(http_get(&admin, "/readiness").unwrap().status, 200);
     assert_eq!(http_get(&admin, "/readyz").unwrap().status, 200);
+    let gauge_after = Scrape::parse(&http_get(&admin, "/metrics").unwrap().body).unwrap();
+    assert_eq!(
+        gauge_after.get("tts_ready", &[]),
+        Some(1.0),
+        "tts_ready follows /readiness"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
