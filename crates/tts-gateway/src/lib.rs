@@ -14,6 +14,7 @@ pub mod config;
 mod metrics;
 pub mod protocol;
 mod session;
+pub mod slo;
 mod synth;
 pub mod workers;
 
@@ -33,8 +34,9 @@ use tokio::sync::watch;
 use tts_core::voices::{VoiceCatalog, VoiceInfo};
 
 pub use config::GatewayConfig;
-pub use metrics::{GatewayMetrics, MetricsLevel, SloConfig, Windows};
+pub use metrics::{GatewayMetrics, MetricsLevel, Windows};
 pub use protocol::{BINARY_HEADER_BYTES, Command, Encoding, ErrorCode};
+pub use slo::SloConfig;
 pub use synth::Synthesizer;
 
 use session::{Admission, SessionRequest};

@@ -16,6 +16,7 @@ use tts_core::voices::{EngineKind, VoiceInfo};
 use tts_telemetry::window::{WindowedHistogram, WindowedRatio};
 
 use crate::protocol::{Command, ErrorCode, UtteranceEndReason};
+use crate::slo::{Slo, SloConfig, SloEvents};
 
 /// Latencies a listener notices: 5 ms to 5 s, dense where the targets are (20 ms espeak, 150–300 ms Piper).
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -274,31 +275,6 @@ pub enum MetricsLevel {
     Minimal,
 }
 
-/// SLO thresholds; a measurement over its threshold is a violation of that SLO.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SloConfig {
-    /// First audio above this is a first-audio violation.
-    pub first_audio_seconds: f64,
-    /// Barge-in (STOP or PAUSE read → audio stopped) above this is a barge-in violation.
-    pub barge_in_seconds: f64,
-    /// A frame send interval above this (mid-utterance) is a jitter violation.
-    pub frame_interval_seconds: f64,
-    /// Window of the compliance ratios and of `/metrics/summary` percentiles.
-    pub window_seconds: u64,
-}
-
-impl Default for SloConfig {
-    fn default() -> Self {
-        Self {
-            first_audio_seconds: 0.3,
-            barge_in_seconds: 0.05,
-            frame_interval_seconds: 0.03,
-            window_seconds: 300,
-        }
-    }
-}
-
 /// Sliding windows behind `/metrics/summary` and the compliance ratios.
 #[derive(Debug)]
 pub struct Windows {
@@ -366,10 +342,7 @@ pub struct GatewayMetrics {
     errors_sent: Family<CodeLabels, Counter>,
     utterances: Family<OutcomeLabels, Counter>,
     characters: Family<EngineLabels, Counter>,
-    slo_first_audio_violations: Counter,
-    slo_barge_in_violations: Counter,
-    slo_jitter_violations: Counter,
-    slo_availability_violations: Counter,
+    slo_events: SloEvents,
     /// Totals for `/metrics/summary`, equal to sums over the labelled counters above.
     synthesis_total: std::sync::atomic::AtomicU64,
     synthesis_errors: std::sync::atomic::AtomicU64,
@@ -425,10 +398,7 @@ impl GatewayMetrics {
             errors_sent: Family::default(),
             utterances: Family::default(),
             characters: Family::default(),
-            slo_first_audio_violations: Counter::default(),
-            slo_barge_in_violations: Counter::default(),
-            slo_jitter_violations: Counter::default(),
-            slo_availability_violations: Counter::default(),
+            slo_events: SloEvents::register(registry),
             synthesis_total: Default::default(),
             synthesis_errors: Default::default(),
         };
@@ -570,26 +540,6 @@ impl GatewayMetrics {
             "Characters of text handed to engines",
             metrics.characters.clone(),
         );
-        r.register(
-            "tts_slo_first_audio_violations",
-            "Utterances whose first audio exceeded the first-audio SLO",
-            metrics.slo_first_audio_violations.clone(),
-        );
-        r.register(
-            "tts_slo_barge_in_violations",
-            "STOP or PAUSE whose barge-in latency exceeded the barge-in SLO",
-            metrics.slo_barge_in_violations.clone(),
-        );
-        r.register(
-            "tts_slo_jitter_violations",
-            "Mid-utterance frame intervals above the jitter SLO",
-            metrics.slo_jitter_violations.clone(),
-        );
-        r.register(
-            "tts_slo_availability_violations",
-            "Utterances that failed on the server's side (synthesis failure, overload)",
-            metrics.slo_availability_violations.clone(),
-        );
         r.register_collector(Box::new(SloCollector {
             windows: metrics.windows.clone(),
         }));
@@ -676,10 +626,16 @@ impl GatewayMetrics {
         self.connections.get_or_create(&EndpointLabels { endpoint }).inc();
     }
 
+    /// A connection refused a session; an `overloaded` refusal is the server failing a request, so it
+    /// counts against availability.
     pub(crate) fn session_refused(&self, reason: &'static str) {
         self.sessions_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
+        if self.full && reason == "overloaded" {
+            self.windows.availability_ok.record(false);
+            self.slo_events.record_unlabelled(Slo::Availability, false);
+        }
     }
 
     /// Counts the session in; the returned guard counts it out of `tts_sessions_active` when dropped, so a
@@ -742,11 +698,9 @@ impl GatewayMetrics {
         let seconds = interval.as_secs_f64();
         self.frame_interval.observe(seconds);
         self.windows.frame_interval.observe(seconds);
-        let ok = seconds <= self.slo.frame_interval_seconds;
+        let ok = seconds <= self.slo.frame_interval_limit_seconds();
         self.windows.jitter_ok.record(ok);
-        if !ok {
-            self.slo_jitter_violations.inc();
-        }
+        self.slo_events.record_unlabelled(Slo::FramePacing, ok);
     }
 
     pub(crate) fn frames_dropped(&self, reason: DropReason, frames: usize) {
@@ -798,11 +752,9 @@ impl GatewayMetrics {
                 .observe(duration.as_secs_f64());
         }
         self.windows.first_audio.observe(seconds);
-        let ok = seconds <= self.slo.first_audio_seconds;
+        let ok = seconds <= self.slo.first_audio_seconds.get(voice.engine);
         self.windows.first_audio_ok.record(ok);
-        if !ok {
-            self.slo_first_audio_violations.inc();
-        }
+        self.slo_events.record(Slo::FirstAudio, voice.engine, ok);
     }
 
     pub(crate) fn queue_wait(&self, first: bool, wait: Duration) {
@@ -842,6 +794,7 @@ impl GatewayMetrics {
             .inc();
         self.synthesis_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.slo_events.record(Slo::ErrorRate, voice.engine, true);
         self.characters
             .get_or_create(&EngineLabels {
                 engine: voice.engine.into(),
@@ -861,6 +814,7 @@ impl GatewayMetrics {
             .inc();
         self.synthesis_errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.slo_events.record(Slo::ErrorRate, voice.engine, false);
     }
 
     pub(crate) fn chunk_cancelled(&self, voice: &VoiceInfo) {
@@ -881,6 +835,7 @@ impl GatewayMetrics {
         reason: UtteranceEndReason,
         synthesis: Option<Duration>,
         end_to_end: Option<Duration>,
+        underruns: u64,
     ) {
         if !self.full {
             return;
@@ -904,8 +859,10 @@ impl GatewayMetrics {
         }
         let available = reason != UtteranceEndReason::Failed;
         self.windows.availability_ok.record(available);
-        if !available {
-            self.slo_availability_violations.inc();
+        self.slo_events.record_unlabelled(Slo::Availability, available);
+        if available {
+            self.slo_events
+                .record(Slo::Underruns, voice.engine, underruns == 0);
         }
     }
 
@@ -923,9 +880,7 @@ impl GatewayMetrics {
         self.windows.barge_in.observe(seconds);
         let ok = seconds <= self.slo.barge_in_seconds;
         self.windows.barge_in_ok.record(ok);
-        if !ok {
-            self.slo_barge_in_violations.inc();
-        }
+        self.slo_events.record_unlabelled(Slo::BargeIn, ok);
     }
 
     pub(crate) fn control(&self, command: Command, latency: Duration) {
@@ -943,10 +898,11 @@ impl GatewayMetrics {
         use std::sync::atomic::Ordering::Relaxed;
         let w = &self.windows;
         let ms = |h: &WindowedHistogram, q: f64| h.quantile(q).map(|v| round(v * 1000.0, 3));
-        let violations = self.slo_first_audio_violations.get()
-            + self.slo_barge_in_violations.get()
-            + self.slo_jitter_violations.get()
-            + self.slo_availability_violations.get();
+        let violations: u64 = Slo::ALL.iter().map(|slo| self.slo_events.bad(*slo)).sum();
+        let per_slo: serde_json::Map<String, serde_json::Value> = Slo::ALL
+            .iter()
+            .map(|slo| (slo.as_str().to_owned(), self.slo_events.bad(*slo).into()))
+            .collect();
         let threads = pool.threads.max(1);
         serde_json::json!({
             "status": "ok",
@@ -963,12 +919,7 @@ impl GatewayMetrics {
             "sessions_active": self.sessions_active.get(),
             "session_barge_in_p95_ms": ms(&w.barge_in, 0.95),
             "sla_violations": violations,
-            "slo_violations": {
-                "first_audio": self.slo_first_audio_violations.get(),
-                "barge_in": self.slo_barge_in_violations.get(),
-                "jitter": self.slo_jitter_violations.get(),
-                "availability": self.slo_availability_violations.get(),
-            },
+            "slo_violations": per_slo,
             "first_audio_p50_ms": ms(&w.first_audio, 0.5),
             "first_audio_p95_ms": ms(&w.first_audio, 0.95),
             "first_audio_p99_ms": ms(&w.first_audio, 0.99),

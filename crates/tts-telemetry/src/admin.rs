@@ -41,6 +41,10 @@ use crate::heartbeat::Heartbeat;
 use crate::logging::LogHandle;
 use crate::profiling::{self, DEFAULT_FREQUENCY_HZ, ProfilingError};
 
+mod readiness;
+
+pub use readiness::register_readiness;
+
 const ROUTES: &str = "\
 Admin routes:
   GET /metrics            Prometheus text 0.0.4, or OpenMetrics with Accept: application/openmetrics-text

@@ -1,10 +1,12 @@
-//! Test helpers for ttsd: runners for the real `ttsd` binary and a real `redis-server`, a `/metrics`
-//! parser, a loopback HTTP client, an in-process OTLP receiver and audio checks, plus the protocol client
-//! of `tts-client` re-exported. Only tests use it: nothing here ships in the `ttsd` binary.
+//! Test helpers for ttsd: runners for the real `ttsd` binary, a real `redis-server` and a real
+//! `prometheus`, a `/metrics` parser, a loopback HTTP client, an in-process OTLP receiver and audio
+//! checks, plus the protocol client of `tts-client` re-exported. Only tests use it: nothing here ships in
+//! the `ttsd` binary.
 
 mod http;
 mod otlp;
 mod prom;
+mod prometheus;
 mod promtool;
 mod redis;
 mod server;
@@ -12,6 +14,7 @@ mod server;
 pub use http::{Response, http_get, http_request};
 pub use otlp::{OtlpSink, ReceivedSpan};
 pub use prom::{Sample, Scrape};
+pub use prometheus::{Evaluation, PrometheusServer, selectors};
 pub use promtool::promtool_check_metrics;
 pub use redis::RedisServer;
 pub use server::ServerProcess;

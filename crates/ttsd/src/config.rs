@@ -29,6 +29,8 @@ pub(crate) struct Config {
     pub(crate) workers: WorkersConfig,
     /// `ttsd worker`: its gRPC server, registration and model manager.
     pub(crate) worker: WorkerConfig,
+    /// SLO thresholds and objectives: what the gateway counts in `tts_slo_events_total` and what
+    /// `ttsd rules` renders into Prometheus rules.
     pub(crate) slo: SloConfig,
     pub(crate) logging: LoggingConfig,
     /// OpenTelemetry trace export (off unless an endpoint is set here, by `--otlp-endpoint` or by
@@ -296,15 +298,7 @@ impl Config {
         if self.engine.queue_capacity == 0 {
             problems.push("engine.queue_capacity must be greater than 0".into());
         }
-        if self.slo.first_audio_seconds <= 0.0
-            || self.slo.barge_in_seconds <= 0.0
-            || self.slo.frame_interval_seconds <= 0.0
-        {
-            problems.push("slo thresholds must be greater than 0".into());
-        }
-        if self.slo.window_seconds == 0 {
-            problems.push("slo.window_seconds must be greater than 0".into());
-        }
+        problems.extend(self.slo.validate());
         problems.extend(self.remote_problems());
         if self.server.default_voice.trim().is_empty() {
             problems.push("server.default_voice must name a voice".into());

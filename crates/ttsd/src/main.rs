@@ -2,11 +2,13 @@
 //!
 //! Subcommands: `serve` (the WebSocket API and the admin server), `worker` (synthesis for gateways over
 //! gRPC), `say` (text to a WAV file), `voices`
-//! (what the server can speak with) and `bench` (a load generator that measures from the client's side).
+//! (what the server can speak with), `bench` (a load generator that measures from the client's side) and
+//! `rules` (the Prometheus rules rendered from the `[slo]` configuration).
 //! This crate only wires the library crates together: configuration, logging, signals and the CLI.
 
 mod bench;
 mod config;
+mod rules;
 mod say;
 mod serve;
 mod worker;
@@ -49,6 +51,8 @@ enum Commands {
     Voices(VoicesArgs),
     /// Open concurrent sessions against a server and report latency and pacing from the client's side.
     Bench(bench::BenchArgs),
+    /// Render the Prometheus SLO and alerting rules from the `[slo]` configuration (or check them).
+    Rules(rules::RulesArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Commands::Say(args) => say::run(args),
         Commands::Voices(args) => list_voices(args),
         Commands::Bench(args) => bench::run(args),
+        Commands::Rules(args) => rules::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

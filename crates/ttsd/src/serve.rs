@@ -385,6 +385,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     }
     checks.extend(backend.checks.iter().cloned());
     checks.push(Arc::new(GpuCheck(gpus())));
+    tts_telemetry::register_readiness(&mut telemetry.registry, checks.clone());
     let admin_state = AdminState {
         registry: Arc::new(telemetry.registry),
         summary: Arc::new(move || summary_metrics.summary(&summary_synth.stats())),

@@ -144,16 +144,18 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
     let engines = Heartbeat::new("engine_pool", Duration::from_secs(30));
     spawn_pool_watchdog(pool.clone(), engines.clone());
     let summary_service = service.clone();
+    let checks: Vec<Arc<dyn HealthCheck>> = vec![
+        Arc::new(DefaultVoiceResident {
+            service: service.clone(),
+            voice: config.server.default_voice.clone(),
+        }),
+        Arc::new(GpuCheck(gpus())),
+    ];
+    tts_telemetry::register_readiness(&mut root, checks.clone());
     let admin_state = AdminState {
         registry: Arc::new(root),
         summary: Arc::new(move || serde_json::to_value(summary(&summary_service)).unwrap_or_default()),
-        checks: vec![
-            Arc::new(DefaultVoiceResident {
-                service: service.clone(),
-                voice: config.server.default_voice.clone(),
-            }),
-            Arc::new(GpuCheck(gpus())),
-        ],
+        checks,
         heartbeats: vec![runtime_beat, engines],
         log: Some(log),
         started: std::time::Instant::now(),

@@ -236,11 +236,20 @@ async fn metrics_match_what_the_client_saw() {
         summary["sessions_active"].as_f64(),
         m.get("tts_sessions_active", &[])
     );
-    let violations: f64 = ["first_audio", "barge_in", "jitter", "availability"]
-        .iter()
-        .map(|slo| m.sum(&format!("tts_slo_{slo}_violations_total"), &[]))
-        .sum();
+    let violations = m.sum("tts_slo_events_total", &[("result", "bad")]);
     assert_eq!(summary["sla_violations"].as_f64(), Some(violations));
+    // Every SLI event was judged: utterances (availability), first audios, barge-ins and intervals.
+    let events = |slo: &str| m.sum("tts_slo_events_total", &[("slo", slo)]);
+    assert_eq!(events("availability"), 5.0);
+    assert_eq!(events("underruns"), 5.0);
+    assert_eq!(events("first_audio"), n);
+    assert_eq!(events("barge_in"), 2.0);
+    assert_eq!(events("frame_pacing"), intervals as f64);
+    assert_eq!(
+        events("error_rate"),
+        m.sum("tts_engine_tasks_total", &[("outcome", "completed")])
+            + m.sum("tts_engine_tasks_total", &[("outcome", "failed")])
+    );
     let p50 = summary["first_audio_p50_ms"].as_f64().unwrap() / 1000.0;
     let (lo, hi) = seen
         .first_audio
@@ -356,8 +365,14 @@ fn readiness_is_503_until_the_default_voice_is_warm_then_200() {
             break url.to_owned();
         }
     };
+    let gauge_before = Scrape::parse(&http_get(&admin, "/metrics").unwrap().body).unwrap();
     let before = http_get(&admin, "/readiness").unwrap();
     assert_eq!(before.status, 503, "not ready before warm-up: {}", before.body);
+    assert_eq!(
+        gauge_before.get("tts_ready", &[]),
+        Some(0.0),
+        "tts_ready follows /readiness"
+    );
     assert!(before.body.contains("default_voice"), "{}", before.body);
     assert_eq!(
         http_get(&admin, "/liveness").unwrap().status,
@@ -368,6 +383,12 @@ fn readiness_is_503_until_the_default_voice_is_warm_then_200() {
     assert!(ready_line.starts_with("ttsd ready:"), "{ready_line}");
     assert_eq!(http_get(&admin, "/readiness").unwrap().status, 200);
     assert_eq!(http_get(&admin, "/readyz").unwrap().status, 200);
+    let gauge_after = Scrape::parse(&http_get(&admin, "/metrics").unwrap().body).unwrap();
+    assert_eq!(
+        gauge_after.get("tts_ready", &[]),
+        Some(1.0),
+        "tts_ready follows /readiness"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -578,6 +578,7 @@ impl Driver {
                         UtteranceEndReason::Stopped,
                         None,
                         None,
+                        utterance.underruns,
                     );
                     self.send_utterance_end(&utterance, UtteranceEndReason::Stopped)
                         .await?;
@@ -746,9 +747,13 @@ impl Driver {
                         .map(|(r, l)| l.duration_since(r))
                 })
                 .flatten();
-            self.state
-                .metrics
-                .utterance_ended(&utterance.voice, reason, synthesis, end_to_end);
+            self.state.metrics.utterance_ended(
+                &utterance.voice,
+                reason,
+                synthesis,
+                end_to_end,
+                utterance.underruns,
+            );
             self.send_utterance_end(&utterance, reason).await?;
         }
         Ok(())
