@@ -165,14 +165,17 @@ impl Engine {
             return Err(AlertError::Invalid(found));
         }
         for rule in &config.threshold_rules {
+            metrics.init_rule(&rule.name);
             for (level, _) in rule.thresholds.levels() {
                 metrics.set_active(&rule.name, level.as_str(), 0);
             }
         }
         for rule in &config.anomaly_rules {
+            metrics.init_rule(&rule.name);
             metrics.set_active(&rule.name, rule.level.as_str(), 0);
         }
         for rule in &config.health_rules {
+            metrics.init_rule(&rule.name);
             metrics.set_active(&rule.name, rule.level.as_str(), 0);
         }
         let inner = Inner {

@@ -142,6 +142,18 @@ impl Metrics {
             .set(count);
     }
 
+    /// Makes every transition series of `rule` exist at 0.
+    pub(crate) fn init_rule(&self, rule: &str) {
+        for to in ["pending", "inactive", "firing", "resolved", "escalated"] {
+            self.transitions
+                .get_or_create(&TransitionLabels {
+                    rule: rule.to_owned(),
+                    to,
+                })
+                .get();
+        }
+    }
+
     pub(crate) fn transition(&self, rule: &str, to: &'static str) {
         self.transitions
             .get_or_create(&TransitionLabels {

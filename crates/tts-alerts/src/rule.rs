@@ -180,7 +180,7 @@ pub struct AnomalyRule {
 
 /// The detector's parameters (see [`crate::anomaly`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AnomalyParams {
     /// EWMA weight of a new point, 0 < alpha < 1.
     pub alpha: f64,
