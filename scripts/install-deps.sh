@@ -6,9 +6,10 @@ mode="${1:-run}"
 packages=(espeak-ng espeak-ng-data libespeak-ng-dev python3 python3-venv gcc make)
 if [ "$mode" = "test" ]; then
   # promtool (in Debian's prometheus package) lints a real /metrics scrape and tests the alert rules, and
-  # the live rule check runs a real prometheus; amtool (prometheus-alertmanager) checks the Alertmanager
-  # config; go tool pprof (golang-go) reads the CPU and heap profiles; the worker tests start their own
-  # redis-server on a loopback port.
+  # the live rule check runs a real prometheus; prometheus-alertmanager gives amtool, which checks the
+  # Alertmanager config, and the real Alertmanager the alert engine posts to in its tests; go tool pprof
+  # (golang-go) reads the CPU and heap profiles; the worker tests start their own redis-server on a
+  # loopback port.
   packages+=(procps prometheus prometheus-alertmanager golang-go redis-server)
 fi
 missing=()

@@ -3,6 +3,7 @@
 //! checks, plus the protocol client of `tts-client` re-exported. Only tests use it: nothing here ships in
 //! the `ttsd` binary.
 
+mod alertmanager;
 mod http;
 mod otlp;
 mod prom;
@@ -11,6 +12,7 @@ mod promtool;
 mod redis;
 mod server;
 
+pub use alertmanager::Alertmanager;
 pub use http::{Response, http_get, http_request};
 pub use otlp::{OtlpSink, ReceivedSpan};
 pub use prom::{Sample, Scrape};

@@ -6,6 +6,7 @@
 //! `rules` (the Prometheus rules rendered from the `[slo]` configuration).
 //! This crate only wires the library crates together: configuration, logging, signals and the CLI.
 
+mod alerts;
 mod bench;
 mod config;
 mod rules;
