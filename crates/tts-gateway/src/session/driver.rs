@@ -25,7 +25,7 @@ use tts_core::voices::VoiceInfo;
 use super::pacer::Pacer;
 use super::reader::Inbound;
 use crate::GatewayState;
-use crate::metrics::{DropReason, GatewayMetrics, MessageOut, Stage};
+use crate::metrics::{DropReason, GatewayMetrics, MessageOut, Stage, Transport};
 use crate::protocol::{
     ClientMessage, Command, Encoding, ErrorCode, Rejection, ServerMessage, UtteranceEndReason, audio_binary,
     audio_json,
@@ -566,6 +566,7 @@ impl Driver {
                 for utterance in stopped {
                     self.state.metrics.utterance_ended(
                         &utterance.voice,
+                        Transport::Ws,
                         UtteranceEndReason::Stopped,
                         None,
                         None,
@@ -724,9 +725,13 @@ impl Driver {
                         .map(|(r, l)| l.duration_since(r))
                 })
                 .flatten();
-            self.state
-                .metrics
-                .utterance_ended(&utterance.voice, reason, synthesis, end_to_end);
+            self.state.metrics.utterance_ended(
+                &utterance.voice,
+                Transport::Ws,
+                reason,
+                synthesis,
+                end_to_end,
+            );
             self.send_utterance_end(&utterance, reason).await?;
         }
         Ok(())
@@ -808,6 +813,7 @@ fn record_first_audio(metrics: &GatewayMetrics, utterance: &Utterance, sent_at: 
     metrics.first_audio(
         trace_id,
         &utterance.voice,
+        Transport::Ws,
         [
             (Stage::Intake, submitted - read),
             (Stage::Queue, started - submitted),
