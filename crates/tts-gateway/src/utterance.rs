@@ -297,10 +297,11 @@ impl Runner {
     ) -> End {
         let backlog_limit = self.state.config.max_buffered_frames * FRAME_SAMPLES;
         loop {
-            if !self.in_flight && self.backlog.samples.load(Ordering::Acquire) < backlog_limit {
-                if let Err(failure) = self.submit_next() {
-                    return End::Failed(failure);
-                }
+            if !self.in_flight
+                && self.backlog.samples.load(Ordering::Acquire) < backlog_limit
+                && let Err(failure) = self.submit_next()
+            {
+                return End::Failed(failure);
             }
             if self.text_complete && self.chunks.is_empty() && !self.in_flight {
                 return End::Done(Summary {

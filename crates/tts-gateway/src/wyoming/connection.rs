@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::BufReader;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
@@ -17,10 +17,12 @@ use super::codec::{self, Event, Limits, ReadError};
 use crate::GatewayState;
 use crate::metrics::{ApiOutcome, Transport};
 use crate::session::{OwnedPermit, new_request_id};
-use crate::utterance::{Output, Utterance, UtteranceSpec};
+use crate::utterance::{FirstAudioClock, Output, Utterance, UtteranceSpec};
 
 /// Samples per `audio-chunk`, as wyoming-piper sends them.
 const SAMPLES_PER_CHUNK: usize = 1024;
+/// How long a closing connection keeps reading what the client still sends.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// The connection's writer could not write: the client is gone.
 struct Gone;
@@ -38,7 +40,8 @@ struct Active {
     buffered: Vec<i16>,
     /// Between `audio-start` and `audio-stop`.
     audio_open: bool,
-    first_sent: bool,
+    /// The utterance's first-audio clock, until its first `audio-chunk` is written.
+    first_audio: Option<FirstAudioClock>,
     started: Instant,
     _permit: OwnedPermit,
 }
@@ -66,13 +69,26 @@ pub(super) async fn serve(stream: TcpStream, state: Arc<GatewayState>) {
         max_length: state.config.max_message_bytes,
     };
     let (events_tx, mut events) = mpsc::channel(16);
-    let reader = tokio::spawn(async move {
+    let mut reader = tokio::spawn(async move {
         let mut reader = BufReader::new(read);
         loop {
-            let event = codec::read_event(&mut reader, limits).await;
-            let last = event.is_err();
-            if events_tx.send(event).await.is_err() || last {
-                return;
+            match codec::read_event(&mut reader, limits).await {
+                Ok(event) => {
+                    if events_tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let framing = !matches!(error, ReadError::Closed | ReadError::Idle(_) | ReadError::Io(_));
+                    let _ = events_tx.send(Err(error)).await;
+                    if framing {
+                        // Read what the client still sends until it closes: closing with unread bytes
+                        // resets the connection, which can destroy the error event before it is read.
+                        let mut sink = tokio::io::sink();
+                        let _ = tokio::time::timeout(DRAIN, tokio::io::copy(&mut reader, &mut sink)).await;
+                    }
+                    return;
+                }
             }
         }
     });
@@ -85,6 +101,9 @@ pub(super) async fn serve(stream: TcpStream, state: Arc<GatewayState>) {
         active: None,
     };
     let _ = connection.run(&mut events, &mut shutdown).await;
+    // FIN after the last event, then let the reader finish draining (bounded) before the socket closes.
+    let _ = tokio::time::timeout(DRAIN, connection.writer.shutdown()).await;
+    let _ = tokio::time::timeout(DRAIN, &mut reader).await;
     reader.abort();
     if connection.active.take().is_some() {
         connection
@@ -232,7 +251,7 @@ impl Connection {
             resampler,
             buffered: Vec::new(),
             audio_open: false,
-            first_sent: false,
+            first_audio: None,
             started: Instant::now(),
             _permit: permit,
         });
@@ -266,14 +285,10 @@ impl Connection {
                 if active.resampler.process(&samples, &mut out).is_ok() {
                     active.buffered.extend(out);
                 }
-                let sent = self.flush_audio(false).await?;
-                if let (Some(clock), Some(sent_at)) = (first, sent) {
-                    let voice = self.active.as_ref().map(|a| a.voice.clone());
-                    if let Some(voice) = voice {
-                        clock.record(&self.state.metrics, &voice, Transport::Wyoming, sent_at);
-                    }
+                if first.is_some() {
+                    active.first_audio = first;
                 }
-                Ok(())
+                self.flush_audio(false).await
             }
             Some(Output::ChunkEnd) => {
                 if let Some(active) = self.active.as_mut() {
@@ -304,20 +319,19 @@ impl Connection {
         }
     }
 
-    /// Sends whole `audio-chunk`s (and, with `all`, the rest), opening the audio with `audio-start`.
-    /// Returns when the first chunk of the utterance left, if it left now.
-    async fn flush_audio(&mut self, all: bool) -> Result<Option<Instant>, Gone> {
-        let mut first_at = None;
+    /// Sends whole `audio-chunk`s (and, with `all`, the rest), opening the audio with `audio-start`, and
+    /// closes the first-audio clock when the utterance's first chunk is written.
+    async fn flush_audio(&mut self, all: bool) -> Result<(), Gone> {
         loop {
             let Some(active) = self.active.as_mut() else {
-                return Ok(first_at);
+                return Ok(());
             };
             let take = if active.buffered.len() >= SAMPLES_PER_CHUNK {
                 SAMPLES_PER_CHUNK
             } else if all && !active.buffered.is_empty() {
                 active.buffered.len()
             } else {
-                return Ok(first_at);
+                return Ok(());
             };
             let samples: Vec<i16> = active.buffered.drain(..take).collect();
             let format = json!({"rate": active.voice.sample_rate, "width": 2, "channels": 1});
@@ -329,10 +343,9 @@ impl Connection {
             let at = Instant::now();
             self.write("audio-chunk", Some(&format), Some(&payload)).await?;
             if let Some(active) = self.active.as_mut()
-                && !active.first_sent
+                && let Some(clock) = active.first_audio.take()
             {
-                active.first_sent = true;
-                first_at = Some(at);
+                clock.record(&self.state.metrics, &active.voice, Transport::Wyoming, at);
             }
         }
     }

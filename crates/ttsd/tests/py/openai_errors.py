@@ -1,12 +1,13 @@
-"""Sends bad speech requests (through the `openai` package where it can send them, raw httpx where it
+"""Sends bad speech requests (through the `openai` package where it can send them, plain urllib where it
 cannot) and prints each case's status and error body as JSON.
 
 Usage: openai_errors.py BASE_URL VOICE MAX_TEXT_CHARS
 """
 import json
 import sys
+import urllib.error
+import urllib.request
 
-import httpx
 import openai
 
 base_url, voice, max_chars = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -32,11 +33,15 @@ for name, override in cases.items():
 
 url = base_url.rstrip("/") + "/audio/speech"
 raw = {
-    "wrong_content_type": dict(content=b"model=tts-1", headers={"content-type": "text/plain"}),
-    "malformed_json": dict(content=b'{"model": "tts-1", "input": ', headers={"content-type": "application/json"}),
-    "missing_input": dict(content=b'{"model": "tts-1", "voice": "alloy"}', headers={"content-type": "application/json"}),
+    "wrong_content_type": (b"model=tts-1", "text/plain"),
+    "malformed_json": (b'{"model": "tts-1", "input": ', "application/json"),
+    "missing_input": (b'{"model": "tts-1", "voice": "alloy"}', "application/json"),
 }
-for name, request in raw.items():
-    response = httpx.post(url, timeout=60, **request)
-    results[name] = {"status": response.status_code, "body": response.json()}
+for name, (body, content_type) in raw.items():
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            results[name] = {"status": response.status}
+    except urllib.error.HTTPError as error:
+        results[name] = {"status": error.code, "body": json.loads(error.read())}
 print(json.dumps(results))
