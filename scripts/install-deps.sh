@@ -27,3 +27,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version." >&2
   exit 1
 fi
+if [ "$mode" = "test" ]; then
+  # The real Python clients (OpenAI SDK, Wyoming) for the HTTP API and Wyoming tests, in a git-ignored venv
+  # at the versions scripts/test-requirements.txt pins.
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  venv="$root/.cache/test-venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/scripts/test-requirements.txt"
+fi

@@ -1,5 +1,7 @@
 //! Gateway settings: limits, pacing and text segmentation.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_MAX_SESSIONS: usize = 256;
@@ -51,6 +53,9 @@ pub struct GatewayConfig {
     pub first_chunk_min_chars: usize,
     /// No chunk sent to an engine is longer than this.
     pub max_chunk_chars: usize,
+    /// OpenAI voice names (`alloy`, `nova`, ...) to installed voice ids, for `POST /v1/audio/speech`. An
+    /// OpenAI name not listed speaks with the default voice; a voice id is accepted as it is.
+    pub openai_voices: BTreeMap<String, String>,
 }
 
 impl Default for GatewayConfig {
@@ -70,6 +75,7 @@ impl Default for GatewayConfig {
             slow_client_timeout_seconds: DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS,
             first_chunk_min_chars: tts_core::text::DEFAULT_FIRST_CHUNK_MIN_CHARS,
             max_chunk_chars: tts_core::text::DEFAULT_MAX_CHUNK_CHARS,
+            openai_voices: BTreeMap::new(),
         }
     }
 }

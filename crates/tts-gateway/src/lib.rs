@@ -4,7 +4,10 @@
 //! - `GET /v1/stream` (WebSocket): the streaming protocol in `docs/protocol.md`;
 //! - `GET /` (WebSocket): the same session, speaking only the original protocol's messages
 //!   (`session_start`, `audio`, `session_end`, `error`), for clients written against it;
-//! - `GET /v1/voices`: the voices this server can speak with.
+//! - `GET /v1/voices`, `GET /v1/audio/voices`: the voices this server can speak with;
+//! - `POST /v1/audio/speech`, `GET /v1/models`: the OpenAI-compatible speech API (`docs/http-api.md`).
+//!
+//! [`wyoming::run`] serves the Wyoming protocol (`docs/wyoming.md`) on its own listener.
 //!
 //! Each session is two tasks: a reader that parses and checks messages, and a driver that segments text,
 //! feeds the engine pool one chunk at a time, frames, paces at 20 ms and writes. The gateway does not run
@@ -13,11 +16,14 @@
 pub mod alerting;
 pub mod config;
 mod metrics;
+mod openai;
 pub mod protocol;
 mod session;
 pub mod slo;
 mod synth;
+mod utterance;
 pub mod workers;
+pub mod wyoming;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +33,7 @@ use axum::Router;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -83,6 +89,15 @@ impl Gateway {
             return Err(GatewayError::Config(problems));
         }
         let default_voice = Arc::new(catalog.get(default_voice)?.clone());
+        let unknown: Vec<String> = config
+            .openai_voices
+            .iter()
+            .filter(|(_, id)| catalog.get(id).is_err())
+            .map(|(name, id)| format!("gateway.openai_voices.{name} names {id:?}, which is not installed"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(GatewayError::Config(unknown));
+        }
         Ok(Self {
             state: Arc::new(GatewayState {
                 admission: Admission::new(config.max_sessions),
@@ -111,6 +126,9 @@ impl Gateway {
             .route("/v1/stream", get(stream))
             .route("/", get(legacy_stream))
             .route("/v1/voices", get(voices))
+            .route("/v1/audio/voices", get(voices))
+            .route("/v1/audio/speech", post(openai::speech))
+            .route("/v1/models", get(openai::models))
             .with_state(self.state.clone())
     }
 }
@@ -206,12 +224,15 @@ fn upgrade(ws: WebSocketUpgrade, state: Arc<GatewayState>, params: StreamParams,
 struct VoiceList<'a> {
     default: &'a str,
     voices: Vec<&'a VoiceInfo>,
+    /// OpenAI voice names and the voice each speaks with.
+    aliases: std::collections::BTreeMap<String, String>,
 }
 
 async fn voices(State(state): State<Arc<GatewayState>>) -> Response {
     Json(VoiceList {
         default: &state.default_voice.id,
         voices: state.catalog.iter().collect(),
+        aliases: openai::voice_aliases(&state),
     })
     .into_response()
 }

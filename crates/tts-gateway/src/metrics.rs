@@ -18,6 +18,11 @@ use tts_telemetry::window::{WindowedHistogram, WindowedRatio};
 use crate::protocol::{Command, ErrorCode, UtteranceEndReason};
 use crate::slo::{Slo, SloConfig, SloEvents};
 
+mod api;
+
+use api::ApiMetrics;
+pub(crate) use api::{ApiOutcome, Transport};
+
 /// Latencies a listener notices: 5 ms to 5 s, dense where the targets are (20 ms espeak, 150–300 ms Piper).
 const LATENCY_BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0,
@@ -74,7 +79,9 @@ snake_case_label_values!(
     MessageOut,
     Outcome,
     TaskOutcome,
-    Lane
+    Lane,
+    Transport,
+    ApiOutcome
 );
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -106,6 +113,14 @@ impl VoiceLabels {
             voice: voice.id.clone(),
         }
     }
+}
+
+/// First audio: the voice, and how the client reached the server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FirstAudioLabels {
+    engine: Engine,
+    voice: String,
+    transport: Transport,
 }
 
 /// Exemplar labels: the trace that produced the observation.
@@ -238,6 +253,7 @@ enum Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: Outcome,
+    transport: Transport,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -341,7 +357,7 @@ pub struct GatewayMetrics {
     /// False for the `minimal` level: only session counters are kept (for A/B overhead measurements).
     full: bool,
     pub windows: Arc<Windows>,
-    first_audio: Family<VoiceLabels, HistogramWithExemplars<TraceLabels>>,
+    first_audio: Family<FirstAudioLabels, HistogramWithExemplars<TraceLabels>>,
     first_audio_stage: Family<StageLabels, Histogram>,
     synthesis_chunk: Family<VoiceLabels, Histogram>,
     synthesis_utterance: Family<VoiceLabels, Histogram>,
@@ -374,6 +390,7 @@ pub struct GatewayMetrics {
     /// Totals for `/metrics/summary`, equal to sums over the labelled counters above.
     synthesis_total: std::sync::atomic::AtomicU64,
     synthesis_errors: std::sync::atomic::AtomicU64,
+    api: ApiMetrics,
 }
 
 impl GatewayMetrics {
@@ -429,12 +446,13 @@ impl GatewayMetrics {
             slo_events: SloEvents::register(registry),
             synthesis_total: Default::default(),
             synthesis_errors: Default::default(),
+            api: ApiMetrics::register(registry),
         };
         let r = registry;
         let s = Unit::Seconds;
         r.register_with_unit(
             "tts_first_audio",
-            "Final text read from the socket to the utterance's first frame handed to the socket",
+            "Text read to the utterance's first audio handed to the connection (WebSocket frame, HTTP body bytes, Wyoming audio-chunk)",
             s.clone(),
             metrics.first_audio.clone(),
         );
@@ -637,7 +655,11 @@ impl GatewayMetrics {
                 .get_or_create(&CodeLabels { code: code.as_str() });
         }
         for outcome in [Outcome::Completed, Outcome::Stopped, Outcome::Failed] {
-            let _ = self.utterances.get_or_create(&OutcomeLabels { outcome });
+            for transport in Transport::ALL {
+                let _ = self
+                    .utterances
+                    .get_or_create(&OutcomeLabels { outcome, transport });
+            }
         }
         for command in [Command::Pause, Command::Resume, Command::Stop] {
             let _ = self.control.get_or_create(&command.into());
@@ -762,6 +784,7 @@ impl GatewayMetrics {
         &self,
         trace_id: Option<String>,
         voice: &VoiceInfo,
+        transport: Transport,
         stages: [(Stage, Duration); 4],
     ) {
         if !self.full {
@@ -769,7 +792,12 @@ impl GatewayMetrics {
         }
         let total: Duration = stages.iter().map(|(_, d)| *d).sum();
         let seconds = total.as_secs_f64();
-        self.first_audio.get_or_create(&VoiceLabels::of(voice)).observe(
+        let labels = FirstAudioLabels {
+            engine: voice.engine.into(),
+            voice: voice.id.clone(),
+            transport,
+        };
+        self.first_audio.get_or_create(&labels).observe(
             seconds,
             trace_id.map(|trace_id| TraceLabels { trace_id }),
             None,
@@ -867,10 +895,13 @@ impl GatewayMetrics {
     pub(crate) fn utterance_ended(
         &self,
         voice: &VoiceInfo,
+        transport: Transport,
         reason: UtteranceEndReason,
         synthesis: Option<Duration>,
         end_to_end: Option<Duration>,
-        underruns: u64,
+        // `None` for transports that do not pace audio (HTTP, Wyoming): no underrun can happen there, and
+        // counting them as good events would dilute the underrun SLO.
+        underruns: Option<u64>,
     ) {
         if !self.full {
             return;
@@ -880,7 +911,9 @@ impl GatewayMetrics {
             UtteranceEndReason::Stopped => Outcome::Stopped,
             UtteranceEndReason::Failed => Outcome::Failed,
         };
-        self.utterances.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.utterances
+            .get_or_create(&OutcomeLabels { outcome, transport })
+            .inc();
         let labels = VoiceLabels::of(voice);
         if let Some(synthesis) = synthesis {
             self.synthesis_utterance
@@ -895,10 +928,15 @@ impl GatewayMetrics {
         let available = reason != UtteranceEndReason::Failed;
         self.windows.availability_ok.record(available);
         self.slo_events.record_unlabelled(Slo::Availability, available);
-        if available {
+        if available && let Some(underruns) = underruns {
             self.slo_events
                 .record(Slo::Underruns, voice.engine, underruns == 0);
         }
+    }
+
+    /// An HTTP speech request or a Wyoming synthesis ended this way.
+    pub(crate) fn api_request(&self, transport: Transport, outcome: ApiOutcome) {
+        self.api.request(transport, outcome);
     }
 
     /// STOP or PAUSE taking effect: `latency` is from the read to the point after which no frame leaves.

@@ -77,6 +77,25 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// A slot held by an HTTP request or a Wyoming synthesis, which outlive any borrow of the state: the
+/// same `max_sessions` counts WebSocket sessions and these together.
+pub(crate) struct OwnedPermit(Arc<GatewayState>);
+
+impl OwnedPermit {
+    pub(crate) fn try_new(state: &Arc<GatewayState>) -> Option<Self> {
+        let permit = state.admission.try_acquire()?;
+        // The slot now belongs to this value; its Drop gives it back.
+        std::mem::forget(permit);
+        Some(Self(state.clone()))
+    }
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        self.0.admission.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// How the client asked to be served.
 pub(crate) struct SessionRequest {
     pub(crate) voice: Result<Arc<VoiceInfo>, UnknownVoice>,
@@ -91,6 +110,11 @@ static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// `ws-` and 12 hex digits, unpredictable enough that ids do not leak session counts.
 fn new_session_id() -> Arc<str> {
+    new_request_id("ws")
+}
+
+/// `<prefix>-` and 12 hex digits (`ws-…`, `http-…`, `wyoming-…`).
+pub(crate) fn new_request_id(prefix: &str) -> Arc<str> {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(SESSION_COUNTER.fetch_add(1, Ordering::Relaxed));
     hasher.write_u128(
@@ -98,7 +122,7 @@ fn new_session_id() -> Arc<str> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos()),
     );
-    format!("ws-{:012x}", hasher.finish() & 0xffff_ffff_ffff).into()
+    format!("{prefix}-{:012x}", hasher.finish() & 0xffff_ffff_ffff).into()
 }
 
 pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: SessionRequest) {

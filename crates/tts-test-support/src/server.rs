@@ -15,6 +15,8 @@ pub struct ServerProcess {
     pub grpc_addr: String,
     /// `http://127.0.0.1:PORT` of the admin server.
     pub admin_base: String,
+    /// `127.0.0.1:PORT` of the Wyoming server, when started with `--wyoming-listen` (else empty).
+    pub wyoming_addr: String,
     /// Lines the server wrote to stderr (its logs), collected in the background.
     logs: mpsc::Receiver<String>,
 }
@@ -96,6 +98,7 @@ impl ServerProcess {
                     ws_base: announced.ws,
                     grpc_addr: announced.grpc,
                     admin_base: announced.admin,
+                    wyoming_addr: announced.wyoming,
                     logs,
                 });
             }
@@ -152,6 +155,7 @@ struct Announcement {
     ws: String,
     grpc: String,
     admin: String,
+    wyoming: String,
 }
 
 /// `ttsd ready: stream=ws://A/v1/stream admin=http://B` (serve) or `ttsd ready: grpc=A admin=http://B`
@@ -161,6 +165,7 @@ fn parse_announcement(line: &str) -> Option<Announcement> {
     let mut ws = None;
     let mut grpc = None;
     let mut admin = None;
+    let mut wyoming = String::new();
     for part in rest.split_whitespace() {
         if let Some(url) = part.strip_prefix("stream=") {
             ws = url.strip_suffix("/v1/stream").map(str::to_owned);
@@ -168,6 +173,8 @@ fn parse_announcement(line: &str) -> Option<Announcement> {
             grpc = Some(addr.to_owned());
         } else if let Some(url) = part.strip_prefix("admin=") {
             admin = Some(url.to_owned());
+        } else if let Some(addr) = part.strip_prefix("wyoming=tcp://") {
+            wyoming = addr.to_owned();
         }
     }
     if ws.is_none() && grpc.is_none() {
@@ -177,6 +184,7 @@ fn parse_announcement(line: &str) -> Option<Announcement> {
         ws: ws.unwrap_or_default(),
         grpc: grpc.unwrap_or_default(),
         admin: admin?,
+        wyoming,
     })
 }
 
@@ -193,8 +201,16 @@ mod tests {
             Some(Announcement {
                 ws: "ws://127.0.0.1:4000".into(),
                 grpc: String::new(),
-                admin: "http://127.0.0.1:4001".into()
+                admin: "http://127.0.0.1:4001".into(),
+                wyoming: String::new(),
             })
+        );
+        assert_eq!(
+            parse_announcement(
+                "ttsd ready: stream=ws://127.0.0.1:4000/v1/stream admin=http://127.0.0.1:4001 wyoming=tcp://127.0.0.1:4002"
+            )
+            .map(|a| a.wyoming),
+            Some("127.0.0.1:4002".into())
         );
         assert_eq!(
             parse_announcement("ttsd ready: grpc=127.0.0.1:7001 admin=http://127.0.0.1:7081").map(|a| a.grpc),

@@ -51,6 +51,9 @@ pub(crate) struct ServerConfig {
     pub(crate) listen: String,
     /// Address of the admin server (metrics, probes).
     pub(crate) admin_listen: String,
+    /// Address of the Wyoming protocol server (`docs/wyoming.md`), e.g. `0.0.0.0:10200`; off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) wyoming_listen: Option<String>,
     /// Voice for sessions that do not ask for one; loaded and warmed before the server reports ready.
     pub(crate) default_voice: String,
     /// On SIGTERM, how long open sessions get to receive `session_end` before the process exits.
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
         Self {
             listen: DEFAULT_LISTEN.into(),
             admin_listen: DEFAULT_ADMIN_LISTEN.into(),
+            wyoming_listen: None,
             default_voice: DEFAULT_VOICE.into(),
             shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
             metrics: tts_gateway::MetricsLevel::Full,
@@ -318,6 +322,13 @@ impl Config {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 problems.push(format!("{name} {addr:?} is not an IP:port address"));
             }
+        }
+        if let Some(addr) = &self.server.wyoming_listen
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "server.wyoming_listen {addr:?} is not an IP:port address"
+            ));
         }
         if problems.is_empty() {
             Ok(())

@@ -74,6 +74,9 @@ pub(crate) struct ServeArgs {
     /// Address of the admin server [default: 127.0.0.1:8081].
     #[arg(long)]
     admin_listen: Option<String>,
+    /// Serve the Wyoming protocol (Home Assistant) on this address, e.g. 0.0.0.0:10200 [default: off].
+    #[arg(long)]
+    wyoming_listen: Option<String>,
     /// Maximum concurrent sessions.
     #[arg(long)]
     max_sessions: Option<usize>,
@@ -101,6 +104,9 @@ impl ServeArgs {
         }
         if let Some(admin) = &self.admin_listen {
             config.server.admin_listen = admin.clone();
+        }
+        if let Some(wyoming) = &self.wyoming_listen {
+            config.server.wyoming_listen = Some(wyoming.clone());
         }
         if let Some(max) = self.max_sessions {
             config.gateway.max_sessions = max;
@@ -398,6 +404,14 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot listen on {}", config.server.admin_listen))?;
     let admin_addr = admin.local_addr()?;
+    let wyoming = match &config.server.wyoming_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (Wyoming)"))?,
+        ),
+        None => None,
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut registry = Registry::default();
     let (catalog, backend) = if config.workers.remote() {
@@ -493,8 +507,18 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         telemetry.metrics.clone(),
     )?;
     let addr = listener.local_addr()?;
-    tracing::info!(listen = %addr, admin = %admin_addr, voice = %gateway.default_voice().id, "Serving.");
-    println!("ttsd ready: stream=ws://{addr}/v1/stream admin=http://{admin_addr}");
+    let wyoming_addr = wyoming.as_ref().map(TcpListener::local_addr).transpose()?;
+    tracing::info!(listen = %addr, admin = %admin_addr, wyoming = ?wyoming_addr, voice = %gateway.default_voice().id, "Serving.");
+    let wyoming_note = wyoming_addr
+        .map(|a| format!(" wyoming=tcp://{a}"))
+        .unwrap_or_default();
+    println!("ttsd ready: stream=ws://{addr}/v1/stream admin=http://{admin_addr}{wyoming_note}");
+    if let Some(wyoming) = wyoming {
+        let mut stop = shutdown_tx.subscribe();
+        tokio::spawn(tts_gateway::wyoming::run(wyoming, gateway.clone(), async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }));
+    }
 
     let mut signal_rx = shutdown_tx.subscribe();
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);

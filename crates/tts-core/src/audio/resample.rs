@@ -1,4 +1,5 @@
-//! Streaming, band-limited conversion from an engine's sample rate to 48 kHz.
+//! Streaming, band-limited conversion from an engine's sample rate to 48 kHz (and, for clients that ask
+//! for another rate, from 48 kHz to that rate).
 //!
 //! Built on rubato's `SincFixedIn<f32>`: a 128-tap Blackman-windowed sinc with its cutoff at about
 //! 0.95 of the lower Nyquist frequency. Input is cut into fixed 256-sample chunks (11.6 ms at
@@ -68,6 +69,7 @@ const LINEAR_OVERSAMPLING: usize = 256;
 /// filtering).
 pub struct StreamResampler {
     input_rate: u32,
+    output_rate: u32,
     /// `None` when the input is already at 48 kHz.
     sinc: Option<SincStream>,
 }
@@ -81,6 +83,7 @@ struct SincStream {
     /// Input waiting for a whole `CHUNK`.
     pending: Vec<f32>,
     input_rate: u64,
+    output_rate: u64,
     align: Alignment,
     /// Whether this chunk of speech has had its leading zeros fed yet.
     started: bool,
@@ -104,20 +107,38 @@ struct Alignment {
 impl StreamResampler {
     /// A resampler from `input_rate` Hz to 48 kHz. Fails for rates outside 8,000..=192,000 Hz.
     pub fn new(input_rate: u32) -> Result<Self, AudioError> {
-        if !SUPPORTED_RATES.contains(&input_rate) {
-            return Err(AudioError::UnsupportedRate(input_rate));
+        Self::between(input_rate, OUTPUT_SAMPLE_RATE)
+    }
+
+    /// A resampler from `input_rate` to `output_rate` Hz (both within 8,000..=192,000 Hz), e.g. from the
+    /// server's 48 kHz to the rate an HTTP or Wyoming client asked for. Downsampling moves the cutoff to
+    /// 0.95 of the output's Nyquist frequency, so nothing above it folds back.
+    pub fn between(input_rate: u32, output_rate: u32) -> Result<Self, AudioError> {
+        for rate in [input_rate, output_rate] {
+            if !SUPPORTED_RATES.contains(&rate) {
+                return Err(AudioError::UnsupportedRate(rate));
+            }
         }
-        let sinc = if input_rate == OUTPUT_SAMPLE_RATE {
+        let sinc = if input_rate == output_rate {
             None
         } else {
-            Some(SincStream::new(input_rate)?)
+            Some(SincStream::new(input_rate, output_rate)?)
         };
-        Ok(Self { input_rate, sinc })
+        Ok(Self {
+            input_rate,
+            output_rate,
+            sinc,
+        })
     }
 
     /// The engine rate this resampler converts from.
     pub fn input_rate(&self) -> u32 {
         self.input_rate
+    }
+
+    /// The rate this resampler converts to.
+    pub fn output_rate(&self) -> u32 {
+        self.output_rate
     }
 
     /// Resamples `input` and appends whatever output is ready to `out`. Up to a chunk plus the
@@ -145,15 +166,16 @@ impl fmt::Debug for StreamResampler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamResampler")
             .field("input_rate", &self.input_rate)
+            .field("output_rate", &self.output_rate)
             .field("passthrough", &self.sinc.is_none())
             .finish_non_exhaustive()
     }
 }
 
 impl SincStream {
-    fn new(input_rate: u32) -> Result<Self, AudioError> {
-        let ratio = f64::from(OUTPUT_SAMPLE_RATE) / f64::from(input_rate);
-        let (num, den) = reduced_ratio(input_rate);
+    fn new(input_rate: u32, output_rate: u32) -> Result<Self, AudioError> {
+        let ratio = f64::from(output_rate) / f64::from(input_rate);
+        let (num, den) = reduced_ratio(input_rate, output_rate);
         let (interpolation, oversampling, search) = if num <= MAX_EXACT_OVERSAMPLING {
             // `den` bounds the search: an exact alignment exists within two periods of the ratio.
             (SincInterpolationType::Nearest, num as usize, 2 * den as usize + 2)
@@ -178,6 +200,7 @@ impl SincStream {
             out_buf,
             pending: Vec::with_capacity(CHUNK),
             input_rate: u64::from(input_rate),
+            output_rate: u64::from(output_rate),
             align,
             started: false,
             skip_left: align.skip,
@@ -194,7 +217,7 @@ impl SincStream {
 
     fn finish(&mut self, out: &mut Vec<i16>) -> Result<(), AudioError> {
         self.start(out)?;
-        let out_rate = u64::from(OUTPUT_SAMPLE_RATE);
+        let out_rate = self.output_rate;
         let expected = (self.total_in * out_rate + self.input_rate / 2) / self.input_rate;
         // The filter holds back the partial chunk plus `SINC_LEN / 2 + 2` input samples, so two
         // chunks of zeros suffice; the bound only turns a rubato change into an error, not a hang.
@@ -298,13 +321,13 @@ impl Alignment {
     }
 }
 
-/// `48000 / input_rate` in lowest terms, as (numerator, denominator).
-fn reduced_ratio(input_rate: u32) -> (u32, u32) {
-    let (mut a, mut b) = (OUTPUT_SAMPLE_RATE, input_rate);
+/// `output_rate / input_rate` in lowest terms, as (numerator, denominator).
+fn reduced_ratio(input_rate: u32, output_rate: u32) -> (u32, u32) {
+    let (mut a, mut b) = (output_rate, input_rate);
     while b != 0 {
         (a, b) = (b, a % b);
     }
-    (OUTPUT_SAMPLE_RATE / a, input_rate / a)
+    (output_rate / a, input_rate / a)
 }
 
 /// Back to 16 bits: the filter can overshoot full scale on clipped input, so clamp rather than wrap.

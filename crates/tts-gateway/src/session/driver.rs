@@ -25,7 +25,7 @@ use tts_core::voices::VoiceInfo;
 use super::pacer::Pacer;
 use super::reader::Inbound;
 use crate::GatewayState;
-use crate::metrics::{DropReason, GatewayMetrics, MessageOut, Stage};
+use crate::metrics::{DropReason, GatewayMetrics, MessageOut, Stage, Transport};
 use crate::protocol::{
     ClientMessage, Command, Encoding, ErrorCode, Rejection, ServerMessage, UtteranceEndReason, audio_binary,
     audio_json,
@@ -575,10 +575,11 @@ impl Driver {
                 for utterance in stopped {
                     self.state.metrics.utterance_ended(
                         &utterance.voice,
+                        Transport::Ws,
                         UtteranceEndReason::Stopped,
                         None,
                         None,
-                        utterance.underruns,
+                        Some(utterance.underruns),
                     );
                     self.send_utterance_end(&utterance, UtteranceEndReason::Stopped)
                         .await?;
@@ -749,10 +750,11 @@ impl Driver {
                 .flatten();
             self.state.metrics.utterance_ended(
                 &utterance.voice,
+                Transport::Ws,
                 reason,
                 synthesis,
                 end_to_end,
-                utterance.underruns,
+                Some(utterance.underruns),
             );
             self.send_utterance_end(&utterance, reason).await?;
         }
@@ -835,6 +837,7 @@ fn record_first_audio(metrics: &GatewayMetrics, utterance: &Utterance, sent_at: 
     metrics.first_audio(
         trace_id,
         &utterance.voice,
+        Transport::Ws,
         [
             (Stage::Intake, submitted - read),
             (Stage::Queue, started - submitted),

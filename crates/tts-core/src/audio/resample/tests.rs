@@ -99,10 +99,10 @@ fn passthrough_at_48k() {
 fn alignment_for_common_rates() {
     // Values follow from rubato's timing; see `Alignment::find`.
     let find = |rate: u32| {
-        let (num, den) = reduced_ratio(rate);
+        let (num, den) = reduced_ratio(rate, OUTPUT_SAMPLE_RATE);
         Alignment::find(48_000.0 / f64::from(rate), num as usize, 2 * den as usize + 2)
     };
-    assert_eq!(reduced_ratio(22_050), (320, 147));
+    assert_eq!(reduced_ratio(22_050, OUTPUT_SAMPLE_RATE), (320, 147));
     assert_eq!(
         find(22_050),
         Alignment {
@@ -296,5 +296,32 @@ proptest! {
         for (a, b) in whole.iter().zip(&pieces) {
             prop_assert!((i32::from(*a) - i32::from(*b)).abs() <= 1);
         }
+    }
+}
+
+#[test]
+fn downsamples_from_48k_with_exact_length_timing_and_no_alias() {
+    for rate in [8_000, 16_000, 22_050, 24_000] {
+        let mut r = StreamResampler::between(48_000, rate).unwrap();
+        // 300 Hz to check level and timing; 15 kHz, above every output Nyquist here, must be removed.
+        let tone = sine(48_000, 300.0, 0.4, 24_000);
+        let high = sine(48_000, 15_000.0, 0.4, 24_000);
+        let input: Vec<i16> = tone
+            .iter()
+            .zip(&high)
+            .map(|(a, b)| a.saturating_add(*b))
+            .collect();
+        let mut out = Vec::new();
+        r.process(&input[..5_000], &mut out).unwrap();
+        r.process(&input[5_000..], &mut out).unwrap();
+        r.finish(&mut out).unwrap();
+        assert_eq!(out.len(), rate as usize / 2, "rate {rate}");
+        let ideal = sine(rate, 300.0, 0.4, out.len());
+        let margin = rate as usize / 50;
+        let worst = (margin..out.len() - margin)
+            .map(|i| (i32::from(out[i]) - i32::from(ideal[i])).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= 40, "rate {rate}: worst error {worst} LSB");
     }
 }
