@@ -129,6 +129,7 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
         ModelMetrics::register(registry),
     );
     let redis_metrics = RedisMetrics::register(registry);
+    log.recent().register(registry, "tts");
     let service = WorkerService::new(
         WorkerSettings {
             name: name.clone(),
