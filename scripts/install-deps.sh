@@ -11,6 +11,10 @@ if [ "$mode" = "test" ]; then
   # (golang-go) reads the CPU and heap profiles; the worker tests start their own redis-server on a
   # loopback port.
   packages+=(procps prometheus prometheus-alertmanager golang-go redis-server)
+  # make deploy-check: node-exporter for the live scrape, node and npm for the CRD and compose schemas
+  # (Debian's, unless a node with npm is already installed), curl.
+  packages+=(prometheus-node-exporter curl)
+  command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -28,12 +32,17 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 if [ "$mode" = "test" ]; then
-  # The real Python clients (OpenAI SDK, Wyoming) for the HTTP API and Wyoming tests, in a git-ignored venv
-  # at the versions scripts/test-requirements.txt pins.
-  root="$(cd "$(dirname "$0")/.." && pwd)"
-  venv="$root/.cache/test-venv"
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
+  # Python tools of the tests (the real OpenAI and Wyoming clients) and of deploy-check, pinned, in a
+  # git-ignored venv.
+  VENV="${TEST_VENV:-.cache/test-venv}"
+  cd "$(dirname "$0")/.."
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  if ! cmp -s scripts/test-requirements.txt "$VENV/.requirements"; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+    cp scripts/test-requirements.txt "$VENV/.requirements"
   fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/scripts/test-requirements.txt"
+  # npm validators, pinned by deploy/.tools/package-lock.json, into the git-ignored deploy/.tools/node_modules.
+  if ! cmp -s deploy/.tools/package-lock.json deploy/.tools/node_modules/.ttsd-lock 2>/dev/null; then
+    (cd deploy/.tools && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.ttsd-lock)
+  fi
 fi
