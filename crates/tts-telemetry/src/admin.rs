@@ -12,6 +12,9 @@
 //! | GET | `/admin/log-level` | The current log filter, as text. |
 //! | PUT | `/admin/log-level` | Body: a filter (`debug`, `info,tts_gateway=debug`). 200 with the new filter, 400 with the parse error, 501 when the process has no [`LogHandle`]. |
 //! | GET | `/debug/pprof/profile?seconds=30&frequency=99` | Samples the CPU for `seconds` (1..=300, default 30) at `frequency` Hz (1..=250, default 99). 200 `application/octet-stream`, gzipped pprof (`cpu.pb.gz`); with `&format=flamegraph`, 200 `image/svg+xml`. 409 while another CPU profile or sampled section runs; 400 for bad parameters. |
+//! | GET | `/dashboard`, `/dashboard/{asset}` | The live dashboard page and its embedded assets (see [`crate::dashboard`]). |
+//! | GET | `/dashboard/events` | Server-sent events, one `snapshot` a second (summary, health, selected series); resumes after `Last-Event-ID`. |
+//! | GET | `/dashboard/snapshot` | The current snapshot as one JSON object. |
 //! | GET | `/debug/pprof/heap` | jemalloc's sampled live heap: 200 `application/octet-stream`, gzipped pprof (`heap.pb.gz`). 501 when the process has no jemalloc profiling or heap sampling is off. |
 //!
 //! The `/debug/pprof/*` routes answer 404 with how to enable them unless [`AdminState::profiling`] is
@@ -36,6 +39,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::dashboard;
 use crate::exposition::{self, Exposition};
 use crate::heartbeat::Heartbeat;
 use crate::logging::LogHandle;
@@ -53,6 +57,9 @@ Admin routes:
   GET /debug/pprof/profile?seconds=30[&frequency=99][&format=flamegraph]
                           CPU profile (gzipped pprof, or SVG), when profiling is enabled
   GET /debug/pprof/heap   heap profile (gzipped pprof), when profiling is enabled
+  GET /dashboard          live dashboard (Overview, Metrics, Traces, Alerts, Logs), assets embedded
+  GET /dashboard/events   server-sent events: one snapshot a second (resume with Last-Event-ID)
+  GET /dashboard/snapshot the current snapshot, as JSON
 ";
 
 /// The outcome of one health check.
@@ -149,6 +156,8 @@ const DEFAULT_CPU_SECONDS: u64 = 30;
 
 /// Builds the admin router over `state`.
 pub fn router(state: AdminState) -> Router {
+    let state = Arc::new(state);
+    let dashboard = dashboard::router(state.clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/metrics/summary", get(summary))
@@ -162,7 +171,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/pprof/profile", get(cpu_profile))
         .route("/debug/pprof/heap", get(heap_profile))
         .fallback(|| async { (StatusCode::NOT_FOUND, ROUTES) })
-        .with_state(Arc::new(state))
+        .with_state(state)
+        .merge(dashboard)
 }
 
 async fn metrics(State(state): Shared, headers: HeaderMap) -> Response {
@@ -199,15 +209,19 @@ async fn metrics(State(state): Shared, headers: HeaderMap) -> Response {
 }
 
 async fn summary(State(state): Shared) -> Response {
+    axum::Json(summary_body(&state)).into_response()
+}
+
+/// The body of `/metrics/summary`; the dashboard streams the same object.
+pub(crate) fn summary_body(state: &AdminState) -> Value {
     let uptime = state.started.elapsed().as_secs_f64();
-    let body = match (state.summary)() {
+    match (state.summary)() {
         Value::Object(mut object) => {
             object.entry("uptime_seconds").or_insert(json!(uptime));
             Value::Object(object)
         }
         other => json!({ "summary": other, "uptime_seconds": uptime }),
-    };
-    axum::Json(body).into_response()
+    }
 }
 
 fn status(ok: bool) -> StatusCode {
@@ -227,6 +241,12 @@ fn heartbeat_json(heartbeat: &Heartbeat) -> Value {
 }
 
 async fn health(State(state): Shared) -> Response {
+    let (all_ok, body) = health_body(&state);
+    (status(all_ok), axum::Json(body)).into_response()
+}
+
+/// The body of `/health` and whether every check and heartbeat passed; the dashboard streams the same.
+pub(crate) fn health_body(state: &AdminState) -> (bool, Value) {
     let mut all_ok = true;
     let mut checks = Map::new();
     for check in &state.checks {
@@ -251,7 +271,7 @@ async fn health(State(state): Shared) -> Response {
         "checks": checks,
         "heartbeats": heartbeats,
     });
-    (status(all_ok), axum::Json(body)).into_response()
+    (all_ok, body)
 }
 
 async fn readiness(State(state): Shared) -> Response {
