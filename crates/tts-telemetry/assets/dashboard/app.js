@@ -16,6 +16,7 @@
   }
   function num(v, digits) {
     if (v === null || v === undefined || Number.isNaN(v)) return "—";
+    if (digits === undefined && Number.isInteger(v)) return String(v);
     const d = digits === undefined ? (Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2) : digits;
     return Number(v).toFixed(d);
   }
@@ -23,7 +24,7 @@
     if (seconds === null || seconds === undefined) return "—";
     const s = Math.floor(seconds);
     if (s < 60) return s + " s";
-    if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min" + (s % 60 ? " " + (s % 60) + " s" : "");
     return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
   }
   function ago(ms) {
@@ -102,11 +103,16 @@
     for (const f of state.frames) for (const [labels] of samples(f, name)) if (labels[key]) set.add(labels[key]);
     return [...set].sort();
   }
+  // SLO lines from the summary's `slo`; a threshold per engine ({espeak: 500, piper: 500}) draws its
+  // strictest value.
   function slo(summary) {
     const s = (summary && summary.slo) || {};
-    return { firstAudio: s.first_audio_ms, bargeIn: s.barge_in_ms, frame: s.frame_interval_ms,
+    const line = (v) => (v !== null && typeof v === "object" ? Math.min(...Object.values(v)) : v);
+    return { firstAudio: line(s.first_audio_ms), bargeIn: line(s.barge_in_ms), frame: line(s.frame_interval_ms),
       objectives: s.objectives || null };
   }
+  // Compliance keys of the summary and the objective names they are configured under.
+  const OBJECTIVE_ALIASES = { jitter: "frame_pacing", frame_pacing: "jitter" };
 
   // ---------- header ----------
   function renderHeader(frame) {
@@ -174,9 +180,9 @@
   function budgets(s) {
     const lines = slo(s);
     const rows = [];
-    for (const key of ["first_audio", "barge_in", "jitter", "availability"]) {
-      const compliance = s.slo_compliance ? s.slo_compliance[key] : null;
-      const objective = lines.objectives ? lines.objectives[key] : null;
+    for (const key of Object.keys(s.slo_compliance || {})) {
+      const compliance = s.slo_compliance[key];
+      const objective = lines.objectives ? lines.objectives[key] ?? lines.objectives[OBJECTIVE_ALIASES[key]] ?? null : null;
       let left = null;
       if (compliance !== null && compliance !== undefined && objective) {
         left = Math.max(-1, 1 - (1 - compliance) / (1 - objective));
@@ -192,6 +198,7 @@
   }
   function budgetSub(s) {
     const known = budgets(s).filter((r) => r.left !== null);
+    if (!slo(s).objectives) return "no SLO objective in this build's summary";
     if (!known.length) return "no SLO events in the window yet";
     const worst = known.reduce((a, b) => (a.left <= b.left ? a : b));
     return "lowest: " + esc(worst.key.replace("_", " ")) + " over " + duration(s.window_seconds);
@@ -259,7 +266,7 @@
     let html = '<table><tr><th>SLO</th><th class="num">Compliance</th><th class="num">Objective</th>' +
       '<th class="num">Budget left</th><th class="num">Violations</th></tr>';
     for (const r of budgets(frame.summary)) {
-      html += "<tr><td>" + names[r.key] + '</td><td class="num">' +
+      html += "<tr><td>" + esc(names[r.key] || r.key.replace(/_/g, " ")) + '</td><td class="num">' +
         (r.compliance === null || r.compliance === undefined ? "no events" : num(r.compliance * 100, 2) + " %") +
         '</td><td class="num">' + (r.objective ? num(r.objective * 100, 2) + " %" : "—") + '</td><td class="num">' +
         (r.left === null ? "—" : num(r.left * 100, 1) + " %") + '</td><td class="num">' + num(r.violations, 0) +
@@ -450,10 +457,12 @@
   function renderAlerts() {
     if (state.alertsStatus === "unavailable") {
       $("alerts-active").innerHTML = unavailable("Alerting", "/admin/alerts");
-      $("alerts-recent").innerHTML = "";
-      $("alerts-thresholds").innerHTML = "";
+      $("alerts-recent").closest(".panel").hidden = true;
+      $("alerts-thresholds").closest(".panel").hidden = true;
       return;
     }
+    $("alerts-recent").closest(".panel").hidden = false;
+    $("alerts-thresholds").closest(".panel").hidden = false;
     if (!state.alerts) { $("alerts-active").innerHTML = '<span class="muted">' + esc(state.alertsStatus) + "</span>"; return; }
     $("alerts-active").innerHTML = alertRows(state.alerts.active, true);
     $("alerts-recent").innerHTML = alertRows(state.alerts.recent.slice(0, 50), false);
@@ -482,12 +491,16 @@
       body: JSON.stringify(act === "ack" ? { who: "dashboard", why: "Acknowledged from the dashboard." } : { who: "dashboard" }),
     });
     if (response.status === 401 || response.status === 403) {
+      $("token-bar").hidden = false;
       $("token-note").textContent = "The server needs the admin token for this (" + response.status + "): fill in the field above.";
       $("token").focus();
     } else if (!response.ok) {
-      $("token-note").textContent = (await response.text()).trim() || "HTTP " + response.status;
+      const text = (await response.text()).trim();
+      let message = text;
+      try { message = JSON.parse(text).error || text; } catch (error) { /* plain text */ }
+      $("alert-note").textContent = message || "HTTP " + response.status;
     } else {
-      $("token-note").textContent = (act === "ack" ? "Acknowledged " : "Resolved ") + id + ".";
+      $("alert-note").textContent = (act === "ack" ? "Acknowledged" : "Resolved") + " alert " + id + ".";
     }
     await pollAlerts();
   }
@@ -662,6 +675,7 @@
     $("trace-session").addEventListener("change", pollTraces);
     for (const id of ["log-level", "log-target", "log-session"]) $(id).addEventListener("change", resetLogs);
     $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+    $("token-bar").hidden = !$("token").value;
     $("token").addEventListener("change", () => {
       const v = $("token").value.trim();
       if (v) sessionStorage.setItem(TOKEN_KEY, v); else sessionStorage.removeItem(TOKEN_KEY);
