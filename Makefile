@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 ADMIN_LISTEN ?= 127.0.0.1:8081
 
-.PHONY: run test deps test-deps assets build release lint bench clean
+.PHONY: run test deps test-deps assets build release lint bench clean deploy-check
 
 ## Install what is missing, fetch the Piper voice and ONNX Runtime, build release, serve on 127.0.0.1:8080.
 run: deps assets release
@@ -15,6 +15,11 @@ test: test-deps assets
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked
 	./scripts/check-example-client.sh
+	./scripts/deploy-check.sh
+
+## Validate deploy/ offline (compose, Kubernetes, Grafana, Dockerfile, rules) and run prometheus.yml live.
+deploy-check: test-deps
+	./scripts/deploy-check.sh
 
 deps:
 	./scripts/install-deps.sh run

@@ -8,6 +8,10 @@ if [ "$mode" = "test" ]; then
   # promtool (in Debian's prometheus package) lints a real /metrics scrape; go tool pprof (golang-go)
   # reads the CPU and heap profiles; the worker tests start their own redis-server on a loopback port.
   packages+=(procps prometheus golang-go redis-server)
+  # make deploy-check: node-exporter for the live scrape, node and npm for the CRD and compose schemas
+  # (Debian's, unless a node with npm is already installed), curl.
+  packages+=(prometheus-node-exporter curl)
+  command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -23,4 +27,18 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version." >&2
   exit 1
+fi
+if [ "$mode" = "test" ]; then
+  # Python tools of the tests and deploy-check, pinned, in a git-ignored venv.
+  VENV="${TEST_VENV:-.cache/test-venv}"
+  cd "$(dirname "$0")/.."
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  if ! cmp -s scripts/test-requirements.txt "$VENV/.requirements"; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+    cp scripts/test-requirements.txt "$VENV/.requirements"
+  fi
+  # npm validators, pinned by deploy/.tools/package-lock.json, into the git-ignored deploy/.tools/node_modules.
+  if ! cmp -s deploy/.tools/package-lock.json deploy/.tools/node_modules/.ttsd-lock 2>/dev/null; then
+    (cd deploy/.tools && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.ttsd-lock)
+  fi
 fi

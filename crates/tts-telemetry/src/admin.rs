@@ -10,6 +10,8 @@
 //! | GET | `/readiness`, `/readyz` | 200 `{"ready":true,...}` when every readiness-required check passes; else 503 with the failing checks under `failing`. |
 //! | GET | `/liveness`, `/livez` | 200 when every heartbeat is alive; else 503 naming each stale heartbeat and its age under `stale`. |
 //! | GET | `/admin/log-level` | The current log filter, as text. |
+//! | GET | `/admin/traces?trace_id=&session_id=&since=&after=&limit=` | Recent finished spans grouped by trace, newest trace first: `{"traces":[{"trace_id","session_id","start","duration_ms","spans":[…]}],"buffer":{…}}` (see [`crate::recent`]); 400 for a malformed filter, 501 without a [`LogHandle`]. |
+//! | GET | `/admin/logs?level=&target=&session_id=&trace_id=&since=&after=&limit=` | Recent log records, oldest first, each shaped like a JSON log line plus `seq`: `{"logs":[…],"buffer":{…}}`. |
 //! | PUT | `/admin/log-level` | Body: a filter (`debug`, `info,tts_gateway=debug`). 200 with the new filter, 400 with the parse error, 501 when the process has no [`LogHandle`]. |
 //! | GET | `/debug/pprof/profile?seconds=30&frequency=99` | Samples the CPU for `seconds` (1..=300, default 30) at `frequency` Hz (1..=250, default 99). 200 `application/octet-stream`, gzipped pprof (`cpu.pb.gz`); with `&format=flamegraph`, 200 `image/svg+xml`. 409 while another CPU profile or sampled section runs; 400 for bad parameters. |
 //! | GET | `/dashboard`, `/dashboard/{asset}` | The live dashboard page and its embedded assets (see [`crate::dashboard`]). |
@@ -45,6 +47,8 @@ use crate::heartbeat::Heartbeat;
 use crate::logging::LogHandle;
 use crate::profiling::{self, DEFAULT_FREQUENCY_HZ, ProfilingError};
 
+mod recent;
+
 const ROUTES: &str = "\
 Admin routes:
   GET /metrics            Prometheus text 0.0.4, or OpenMetrics with Accept: application/openmetrics-text
@@ -54,6 +58,8 @@ Admin routes:
   GET /liveness /livez    heartbeats
   GET /admin/log-level    current log filter
   PUT /admin/log-level    set the log filter (body: e.g. info,tts_gateway=debug)
+  GET /admin/traces       recent spans by trace (?trace_id= &session_id= &since= &after= &limit=)
+  GET /admin/logs         recent log records (?level= &target= &session_id= &trace_id= &since= &after= &limit=)
   GET /debug/pprof/profile?seconds=30[&frequency=99][&format=flamegraph]
                           CPU profile (gzipped pprof, or SVG), when profiling is enabled
   GET /debug/pprof/heap   heap profile (gzipped pprof), when profiling is enabled
@@ -168,6 +174,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/liveness", get(liveness))
         .route("/livez", get(liveness))
         .route("/admin/log-level", get(get_log_level).put(put_log_level))
+        .route("/admin/traces", get(recent::traces))
+        .route("/admin/logs", get(recent::logs))
         .route("/debug/pprof/profile", get(cpu_profile))
         .route("/debug/pprof/heap", get(heap_profile))
         .fallback(|| async { (StatusCode::NOT_FOUND, ROUTES) })

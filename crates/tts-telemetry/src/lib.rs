@@ -11,6 +11,8 @@
 //! - [`heartbeat`] and [`stall`] detect a wedged or stalling async runtime.
 //! - [`gpu`] reads NVIDIA GPUs through NVML at scrape time, and says plainly when there are none.
 //! - [`redis`] holds the metrics every Redis client in the process records its commands into.
+//! - [`recent`] keeps bounded buffers of recently finished spans and log records, always on, behind
+//!   `/admin/traces` and `/admin/logs`.
 //! - [`profiling`] takes on-demand CPU (pprof-rs) and heap (jemalloc) profiles and profiles named code
 //!   sections that run long.
 //! - [`admin`] is the admin HTTP router: `/metrics`, `/metrics/summary`, `/health`, `/readiness`,
@@ -62,6 +64,7 @@ pub mod logging;
 pub mod otel;
 pub mod process;
 pub mod profiling;
+pub mod recent;
 pub mod redis;
 pub mod stall;
 pub mod window;
@@ -79,5 +82,6 @@ pub use logging::{
 pub use otel::{OtelGuard, TracingConfig, set_parent_from_traceparent, trace_ids};
 pub use process::{register_build_info, register_process_metrics};
 pub use profiling::{ProfilingConfig, ProfilingError, profile_section};
+pub use recent::{Recent, RecentConfig};
 pub use stall::{StallDetectorConfig, StallMetrics, spawn_stall_detector};
 pub use window::{WindowedHistogram, WindowedRatio};

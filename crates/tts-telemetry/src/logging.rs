@@ -16,7 +16,8 @@
 mod capture;
 mod layer;
 mod redact;
-mod timestamp;
+mod spans;
+pub(crate) mod timestamp;
 
 use std::sync::Arc;
 
@@ -30,8 +31,10 @@ use tracing_subscriber::{Registry, reload};
 pub use capture::{CaptureGuard, CapturedLogs};
 use layer::LineLayer;
 pub use redact::redact;
+use spans::SpanLayer;
 
 use crate::otel::{self, OtelGuard, TracingConfig};
+use crate::recent::{Recent, RecentConfig};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -91,6 +94,7 @@ pub enum LoggingError {
 pub struct LogHandle {
     reload: reload::Handle<EnvFilter, Registry>,
     current: Arc<std::sync::Mutex<String>>,
+    recent: Recent,
 }
 
 impl std::fmt::Debug for LogHandle {
@@ -112,6 +116,11 @@ impl LogHandle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = filter.to_owned();
         Ok(())
+    }
+
+    /// The buffers of recent spans and log records this subscriber fills.
+    pub fn recent(&self) -> &Recent {
+        &self.recent
     }
 
     /// The filter as last set.
@@ -161,7 +170,7 @@ pub fn build_subscriber<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let (dispatch, handle, _) = build(format, filter, writer, None)?;
+    let (dispatch, handle, _) = build(format, filter, writer, None, RecentConfig::default())?;
     Ok((dispatch, handle))
 }
 
@@ -187,32 +196,42 @@ where
             Some(guard)
         }
     };
-    build(format, filter, writer, guard)
+    build(format, filter, writer, guard, RecentConfig::default())
 }
 
-fn build<W>(
+pub(crate) fn build<W>(
     format: LogFormat,
     filter: &str,
     writer: W,
     otel: Option<OtelGuard>,
+    bounds: RecentConfig,
 ) -> Result<(tracing::Dispatch, LogHandle, Option<OtelGuard>), LoggingError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = filter.trim();
     let (filter_layer, reload) = reload::Layer::new(parse_filter(filter)?);
+    let recent = Recent::new(bounds);
+    let traces = recent.traces_arc();
+    let lines = recent.logs_arc();
     let handle = LogHandle {
         reload,
         current: Arc::new(std::sync::Mutex::new(filter.to_owned())),
+        recent,
     };
     let base = Registry::default().with(filter_layer);
     // Two subscriber types rather than an `Option` layer: with tracing off, no OpenTelemetry code is
-    // on the path of any span or event.
+    // on the path of any span or event. The span recorder sits inside the OpenTelemetry layer so that it
+    // closes first, while the OpenTelemetry ids can still be read.
     let dispatch = match &otel {
-        None => tracing::Dispatch::new(base.with(LineLayer::new(format, writer, false))),
+        None => tracing::Dispatch::new(
+            base.with(SpanLayer::new(traces, false))
+                .with(LineLayer::new(format, writer, false, lines)),
+        ),
         Some(guard) => tracing::Dispatch::new(
-            base.with(otel::layer(guard))
-                .with(LineLayer::new(format, writer, true)),
+            base.with(SpanLayer::new(traces, true))
+                .with(otel::layer(guard))
+                .with(LineLayer::new(format, writer, true, lines)),
         ),
     };
     Ok((dispatch, handle, otel))

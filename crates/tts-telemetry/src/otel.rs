@@ -77,7 +77,7 @@ pub(crate) fn start(config: &TracingConfig, endpoint: &str) -> Result<OtelGuard,
 }
 
 /// Crates the exporter itself runs on: tracing their spans would export the exporter, in a loop.
-const EXPORTER_TARGETS: [&str; 5] = ["h2", "hyper", "tonic", "tower", "opentelemetry"];
+pub(crate) const EXPORTER_TARGETS: [&str; 5] = ["h2", "hyper", "tonic", "tower", "opentelemetry"];
 
 /// The subscriber layer turning `tracing` spans into OpenTelemetry spans.
 pub(crate) fn layer<S>(guard: &OtelGuard) -> Filtered<OpenTelemetryLayer<S, SdkTracer>, Targets, S>

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tracing_subscriber::fmt::MakeWriter;
+use tts_telemetry::recent::{LogQuery, TraceQuery};
 use tts_telemetry::{
-    LogFormat, OtelGuard, TracingConfig, build_subscriber_with_tracing, set_parent_from_traceparent,
-    trace_ids,
+    LogFormat, LogHandle, OtelGuard, TracingConfig, build_subscriber_with_tracing,
+    set_parent_from_traceparent, trace_ids,
 };
 use tts_test_support::{OtlpSink, ReceivedSpan};
 
@@ -48,14 +49,19 @@ impl Captured {
 }
 
 fn traced(sink: &OtlpSink, captured: &Captured) -> (tracing::Dispatch, OtelGuard) {
+    let (dispatch, _handle, guard) = traced_with_handle(sink, captured);
+    (dispatch, guard)
+}
+
+fn traced_with_handle(sink: &OtlpSink, captured: &Captured) -> (tracing::Dispatch, LogHandle, OtelGuard) {
     let config = TracingConfig {
         otlp_endpoint: Some(sink.endpoint()),
         service_name: "ttsd-test".into(),
         ..TracingConfig::default()
     };
-    let (dispatch, _handle, guard) =
+    let (dispatch, handle, guard) =
         build_subscriber_with_tracing(LogFormat::Json, "info", captured.clone(), &config).unwrap();
-    (dispatch, guard.expect("an endpoint turns export on"))
+    (dispatch, handle, guard.expect("an endpoint turns export on"))
 }
 
 /// Flushes off the async workers: the exporter's gRPC channel runs on them.
@@ -74,7 +80,7 @@ fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
 async fn spans_reach_the_collector_with_parent_links_and_match_the_log_lines() {
     let sink = OtlpSink::start().await.unwrap();
     let captured = Captured::default();
-    let (dispatch, guard) = traced(&sink, &captured);
+    let (dispatch, handle, guard) = traced_with_handle(&sink, &captured);
 
     let parent_ids = tracing::dispatcher::with_default(&dispatch, || {
         let session = tracing::info_span!("session", session_id = "s-42", voice = "lessac");
@@ -125,6 +131,43 @@ async fn spans_reach_the_collector_with_parent_links_and_match_the_log_lines() {
     assert_eq!(lines[1]["trace_id"], session.trace_id.as_str());
     assert_eq!(lines[1]["span_id"], synth.span_id.as_str());
     assert_eq!(lines[1]["session_id"], "s-42");
+
+    // The recent-span buffer holds the same ids the collector received, and the exporter's own span
+    // is in neither.
+    let held = handle.recent().traces().query(&TraceQuery::default()).unwrap();
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert_eq!(held[0].trace_id, session.trace_id);
+    let mut held_ids: Vec<(String, Option<String>)> = held[0]
+        .spans
+        .iter()
+        .map(|h| {
+            (
+                format!("{:016x}", h.span.span_id),
+                h.span.parent_span_id.map(|id| format!("{id:016x}")),
+            )
+        })
+        .collect();
+    held_ids.sort();
+    let mut received: Vec<(String, Option<String>)> = spans
+        .iter()
+        .map(|s| {
+            (
+                s.span_id.clone(),
+                Some(s.parent_span_id.clone()).filter(|p| !p.is_empty()),
+            )
+        })
+        .collect();
+    received.sort();
+    assert_eq!(held_ids, received);
+    let logs = handle.recent().logs().query(&LogQuery::default()).unwrap();
+    let log_trace_ids: Vec<String> = logs
+        .iter()
+        .map(|l| format!("{:032x}", l.record.trace.unwrap().0))
+        .collect();
+    assert_eq!(
+        log_trace_ids,
+        [session.trace_id.clone(), session.trace_id.clone()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -237,6 +237,74 @@ async fn log_level_can_be_read_and_changed() {
 }
 
 #[tokio::test]
+async fn recent_traces_and_logs_are_served_with_their_filters() {
+    let (dispatch, handle) = build_subscriber(LogFormat::Json, "info", std::io::sink).unwrap();
+    tracing::dispatcher::with_default(&dispatch, || {
+        for session_id in ["ws-1", "ws-2"] {
+            let span = tracing::info_span!("session", session_id);
+            span.in_scope(|| {
+                tracing::info_span!("utterance").in_scope(|| tracing::info!("Spoken."));
+                tracing::warn!("Slow client.");
+            });
+        }
+    });
+    let mut with_log = state(vec![], vec![]);
+    with_log.log = Some(handle);
+    let router = router(with_log);
+
+    let reply = send(&router, "GET", "/admin/traces?session_id=ws-2", None, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    let traces = body["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 1, "{body}");
+    assert_eq!(traces[0]["session_id"], "ws-2");
+    let names: Vec<&str> = traces[0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["session", "utterance"]);
+    assert_eq!(body["buffer"]["records"], 4);
+    let trace_id = traces[0]["trace_id"].as_str().unwrap().to_owned();
+
+    let reply = send(
+        &router,
+        "GET",
+        &format!("/admin/logs?trace_id={trace_id}"),
+        None,
+        "",
+    )
+    .await;
+    let logs = reply.json()["logs"].as_array().unwrap().clone();
+    assert_eq!(logs.len(), 2);
+    assert!(
+        logs.iter()
+            .all(|l| l["session_id"] == "ws-2" && l["trace_id"] == trace_id.as_str())
+    );
+    let reply = send(&router, "GET", "/admin/logs?level=warn&limit=1", None, "").await;
+    let logs = reply.json()["logs"].as_array().unwrap().clone();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["message"], "Slow client.");
+    assert_eq!(logs[0]["session_id"], "ws-2");
+
+    let reply = send(&router, "GET", "/admin/traces?trace_id=nope", None, "").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.contains("32 hexadecimal digits"), "{}", reply.body);
+    let reply = send(&router, "GET", "/admin/logs?colour=red", None, "").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let without = router_without_log();
+    assert_eq!(
+        send(&without, "GET", "/admin/traces", None, "").await.status,
+        StatusCode::NOT_IMPLEMENTED
+    );
+}
+
+fn router_without_log() -> Router {
+    router(state(vec![], vec![]))
+}
+
+#[tokio::test]
 async fn log_level_without_a_handle_is_not_implemented() {
     let router = router(state(vec![], vec![]));
     assert_eq!(

@@ -10,22 +10,24 @@
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::TraceContextExt as _;
 use serde_json::Value;
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Dispatch, Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::LogFormat;
 use super::redact::redact;
+use super::spans::{Pending, otel_ids};
 use super::timestamp::write_rfc3339;
+use crate::recent::{LogBuffer, LogRecord};
 
 /// Keys a JSON line may start with; a field with one of these names is written as `field.<name>`.
 const RESERVED: [&str; 6] = ["timestamp", "level", "target", "message", "trace_id", "span_id"];
@@ -36,26 +38,27 @@ pub(super) struct LineLayer<W> {
     /// Present when lines carry trace ids; filled with the subscriber's dispatcher once it exists. Weak,
     /// because the dispatcher owns this layer.
     dispatch: Option<OnceLock<WeakDispatch>>,
+    /// Every record also goes here, structured.
+    recent: Arc<LogBuffer>,
 }
 
 impl<W> LineLayer<W> {
-    pub(super) fn new(format: LogFormat, writer: W, trace_ids: bool) -> Self {
+    pub(super) fn new(format: LogFormat, writer: W, trace_ids: bool, recent: Arc<LogBuffer>) -> Self {
         Self {
             format,
             writer,
             dispatch: trace_ids.then(OnceLock::new),
+            recent,
         }
     }
+}
 
-    /// Hex trace and span id of the span `id`, when the OpenTelemetry layer knows it.
-    fn trace_ids(&self, id: &Id) -> Option<(String, String)> {
-        let dispatch = self.dispatch.as_ref()?.get()?.upgrade()?;
-        let cx = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
-        let span = cx.span();
-        let ids = span.span_context();
-        ids.is_valid()
-            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
-    }
+/// Records `values` into `fields` (redacted), as log lines and span records see them.
+pub(super) fn record_fields(values: &impl RecordFields, fields: &mut Vec<(&'static str, Value)>) {
+    values.record(&mut FieldVisitor {
+        fields,
+        message: None,
+    });
 }
 
 /// A span's recorded fields, kept in its extensions, already redacted.
@@ -184,14 +187,20 @@ where
             message: Some(&mut message),
         });
         // Looked up with no extensions borrowed: the OpenTelemetry layer takes its own locks.
-        let trace_ids = match (self.format, &self.dispatch) {
-            (LogFormat::Json, Some(_)) => ctx.event_span(event).and_then(|span| self.trace_ids(&span.id())),
-            _ => None,
-        };
+        let trace_ids = ctx.event_span(event).and_then(|span| match &self.dispatch {
+            Some(_) => otel_ids(&self.dispatch, &span.id()),
+            None => span
+                .extensions()
+                .get::<Pending>()
+                .map(|pending| (pending.trace_id, pending.span_id)),
+        });
+        let now = SystemTime::now();
         let line = Line {
             event,
+            now,
             message: message.as_deref().unwrap_or(""),
-            trace_ids: trace_ids.as_ref(),
+            // Written lines carry trace ids only when spans are exported, where they lead somewhere.
+            trace_ids: trace_ids.filter(|_| self.dispatch.is_some()),
             fields: &fields,
         };
         let text = match self.format {
@@ -203,13 +212,23 @@ where
             .writer
             .make_writer_for(event.metadata())
             .write_all(text.as_bytes());
+        let metadata = event.metadata();
+        self.recent.record(LogRecord {
+            unix_micros: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64,
+            level: *metadata.level(),
+            target: metadata.target(),
+            message: message.unwrap_or_default(),
+            trace: trace_ids,
+            fields,
+        });
     }
 }
 
 struct Line<'a> {
     event: &'a Event<'a>,
+    now: SystemTime,
     message: &'a str,
-    trace_ids: Option<&'a (String, String)>,
+    trace_ids: Option<(u128, u64)>,
     fields: &'a [(&'static str, Value)],
 }
 
@@ -218,14 +237,17 @@ impl Line<'_> {
         let metadata = self.event.metadata();
         let mut out = String::with_capacity(256);
         out.push_str("{\"timestamp\":\"");
-        write_rfc3339(&mut out, SystemTime::now());
+        write_rfc3339(&mut out, self.now);
         let _ = write!(out, "\",\"level\":\"{}\",\"target\":", metadata.level());
         push_json_string(&mut out, metadata.target());
         out.push_str(",\"message\":");
         push_json_string(&mut out, self.message);
         if let Some((trace_id, span_id)) = self.trace_ids {
             // Hex digits only: nothing to escape.
-            let _ = write!(out, ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"");
+            let _ = write!(
+                out,
+                ",\"trace_id\":\"{trace_id:032x}\",\"span_id\":\"{span_id:016x}\""
+            );
         }
         for (name, value) in self.fields {
             out.push(',');
@@ -244,7 +266,7 @@ impl Line<'_> {
     fn text(&self) -> String {
         let metadata = self.event.metadata();
         let mut out = String::with_capacity(128);
-        write_rfc3339(&mut out, SystemTime::now());
+        write_rfc3339(&mut out, self.now);
         let _ = write!(
             out,
             " {:>5} {}: {}",
