@@ -163,7 +163,8 @@
     const lines = slo(s);
     const under = rateAt(i, "tts_underruns_total");
     $("ov-cards").innerHTML = [
-      card("Active sessions", s.sessions_active, "", (s.workers_active ?? "—") + " engine threads busy"),
+      card("Active sessions", s.sessions_active, "", (s.workers_active ?? "—") + " of " +
+        ((s.workers_active || 0) + (s.workers_idle || 0)) + " engine threads busy"),
       card("First audio p95", num(s.first_audio_p95_ms), "ms", "SLO " + num(lines.firstAudio, 0) + " ms · p99 " +
         num(s.first_audio_p99_ms) + " ms", against(s.first_audio_p95_ms, lines.firstAudio)),
       card("Barge-in p95", num(s.session_barge_in_p95_ms), "ms", "SLO " + num(lines.bargeIn, 0) + " ms",
@@ -214,12 +215,12 @@
     let html = "<table><tr><th>Check</th><th>Detail</th><th>Readiness</th></tr>";
     for (const [name, c] of Object.entries(h.checks || {})) {
       html += '<tr><td><span class="dot ' + (c.ok ? "ok" : "bad") + '"></span>' + esc(name) + "</td><td>" +
-        esc(c.detail) + "</td><td>" + (c.required_for_readiness ? "required" : "informational") + "</td></tr>";
+        esc(c.detail) + "</td><td class=\"nowrap\">" + (c.required_for_readiness ? "required" : "informational") + "</td></tr>";
     }
     for (const [name, b] of Object.entries(h.heartbeats || {})) {
       html += '<tr><td><span class="dot ' + (b.alive ? "ok" : "bad") + '"></span>' + esc(name) +
         "</td><td>heartbeat " + num(b.age_seconds, 2) + " s old (limit " + num(b.max_age_seconds, 0) +
-        " s)</td><td>liveness</td></tr>";
+        " s)</td><td class=\"nowrap\">liveness</td></tr>";
     }
     $("ov-health").innerHTML = html + "</table>";
   }
@@ -250,10 +251,10 @@
     $("ov-fleet-title").textContent = "Voices and engine pool";
     const voices = labelValues("tts_real_time_factor_ratio_count", "voice");
     const s = frame.summary;
-    let html = '<table><tr><th>Engine pool</th><td class="num">' + esc(s.workers_active) + " busy / " +
-      esc((s.workers_active || 0) + (s.workers_idle || 0)) + " threads · queue " + esc(s.queue_depth) + "</td></tr>";
-    html += "<tr><th>Voices that synthesised</th><td>" + (voices.length ? voices.map(esc).join(", ") :
-      '<span class="muted">none yet</span>') + "</td></tr></table>";
+    let html = '<table><tr><td>Engine threads</td><td class="num">' + esc(s.workers_active) + " busy of " +
+      esc((s.workers_active || 0) + (s.workers_idle || 0)) + '</td></tr><tr><td>Chunks queued</td><td class="num">' +
+      esc(s.queue_depth) + '</td></tr><tr><td>Voices that synthesised</td><td class="num">' +
+      (voices.length ? voices.map(esc).join(", ") : '<span class="muted">none yet</span>') + "</td></tr></table>";
     $("ov-fleet").innerHTML = html;
   }
   function renderSlo(frame) {
