@@ -7,7 +7,8 @@ packages=(espeak-ng espeak-ng-data libespeak-ng-dev python3 python3-venv gcc mak
 if [ "$mode" = "test" ]; then
   # promtool (in Debian's prometheus package) lints a real /metrics scrape; go tool pprof (golang-go)
   # reads the CPU and heap profiles; the worker tests start their own redis-server on a loopback port.
-  packages+=(procps prometheus golang-go redis-server)
+  # prometheus-alertmanager: the alert engine posts to a real Alertmanager in its tests.
+  packages+=(procps prometheus prometheus-alertmanager golang-go redis-server)
   # make deploy-check: node-exporter for the live scrape, node and npm for the CRD and compose schemas
   # (Debian's, unless a node with npm is already installed), curl.
   packages+=(prometheus-node-exporter curl)

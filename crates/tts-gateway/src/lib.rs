@@ -10,6 +10,7 @@
 //! feeds the engine pool one chunk at a time, frames, paces at 20 ms and writes. The gateway does not run
 //! engines (that is `tts_core::pool`) and does not serve metrics or probes (the admin server does).
 
+pub mod alerting;
 pub mod config;
 mod metrics;
 pub mod protocol;
@@ -33,7 +34,7 @@ use tokio::sync::watch;
 use tts_core::voices::{VoiceCatalog, VoiceInfo};
 
 pub use config::GatewayConfig;
-pub use metrics::{GatewayMetrics, MetricsLevel, SloConfig, Windows};
+pub use metrics::{EngineWindows, GatewayMetrics, MetricsLevel, SloConfig, Windows};
 pub use protocol::{BINARY_HEADER_BYTES, Command, Encoding, ErrorCode};
 pub use synth::Synthesizer;
 

@@ -311,6 +311,28 @@ pub struct Windows {
     pub barge_in_ok: WindowedRatio,
     pub jitter_ok: WindowedRatio,
     pub availability_ok: WindowedRatio,
+    /// Per engine class (`EngineKind` order: espeak, piper), for the alert engine's per-engine signals.
+    pub engines: [EngineWindows; 2],
+    /// Underruns since start, all engines: the alert engine turns it into a rate.
+    pub underruns: std::sync::atomic::AtomicU64,
+}
+
+/// The windows the alert engine reads per engine class.
+#[derive(Debug)]
+pub struct EngineWindows {
+    pub first_audio: WindowedHistogram,
+    pub synthesis: WindowedHistogram,
+    pub real_time_factor: WindowedHistogram,
+}
+
+impl Windows {
+    /// The windows of `engine`'s class.
+    pub fn engine(&self, engine: tts_core::voices::EngineKind) -> &EngineWindows {
+        match engine {
+            tts_core::voices::EngineKind::Espeak => &self.engines[0],
+            tts_core::voices::EngineKind::Piper => &self.engines[1],
+        }
+    }
 }
 
 impl Windows {
@@ -326,6 +348,12 @@ impl Windows {
             barge_in_ok: WindowedRatio::new(window, slots),
             jitter_ok: WindowedRatio::new(window, slots),
             availability_ok: WindowedRatio::new(window, slots),
+            engines: std::array::from_fn(|_| EngineWindows {
+                first_audio: WindowedHistogram::new(window, slots),
+                synthesis: WindowedHistogram::new(window, slots),
+                real_time_factor: WindowedHistogram::new(window, slots),
+            }),
+            underruns: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -769,6 +797,9 @@ impl GatewayMetrics {
                 engine: voice.engine.into(),
             })
             .inc();
+        self.windows
+            .underruns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// First audio and its four stages (each `Duration` is one stage; they add up to the total).
@@ -798,6 +829,7 @@ impl GatewayMetrics {
                 .observe(duration.as_secs_f64());
         }
         self.windows.first_audio.observe(seconds);
+        self.windows.engine(voice.engine).first_audio.observe(seconds);
         let ok = seconds <= self.slo.first_audio_seconds;
         self.windows.first_audio_ok.record(ok);
         if !ok {
@@ -830,9 +862,12 @@ impl GatewayMetrics {
             .get_or_create(&labels)
             .observe(engine_seconds);
         self.windows.synthesis.observe(engine_seconds);
+        let engine_windows = self.windows.engine(voice.engine);
+        engine_windows.synthesis.observe(engine_seconds);
         if let Some(rtf) = stats.real_time_factor() {
             self.real_time_factor.get_or_create(&labels).observe(rtf);
             self.windows.real_time_factor.observe(rtf);
+            engine_windows.real_time_factor.observe(rtf);
         }
         self.engine_tasks
             .get_or_create(&TaskLabels {

@@ -186,6 +186,23 @@ impl RemoteWorkers {
         }
         checks
     }
+
+    /// One check per statically configured worker (`address`, check): its last gRPC health check
+    /// passed and no stream to it failed since. The alert engine watches these.
+    pub fn worker_checks(&self) -> Vec<(String, Arc<dyn HealthCheck>)> {
+        self.shared
+            .config
+            .addresses
+            .iter()
+            .map(|address| {
+                let check: Arc<dyn HealthCheck> = Arc::new(WorkerUpCheck {
+                    shared: self.shared.clone(),
+                    address: address.clone(),
+                });
+                (address.clone(), check)
+            })
+            .collect()
+    }
 }
 
 impl Synthesizer for RemoteWorkers {
@@ -458,6 +475,33 @@ impl HealthCheck for WorkersCheck {
             CheckResult::fail(detail)
         } else {
             CheckResult::pass(detail)
+        }
+    }
+}
+
+/// One worker's gRPC health, as the gateway last saw it.
+struct WorkerUpCheck {
+    shared: Arc<Shared>,
+    address: String,
+}
+
+impl HealthCheck for WorkerUpCheck {
+    fn name(&self) -> &str {
+        "worker_grpc_health"
+    }
+
+    fn required_for_readiness(&self) -> bool {
+        false
+    }
+
+    fn check(&self) -> CheckResult {
+        let workers = self.shared.workers();
+        match workers.iter().find(|w| w.address == self.address) {
+            Some(w) if w.up.load(Ordering::Acquire) => {
+                CheckResult::pass(format!("{} is serving", self.address))
+            }
+            Some(_) => CheckResult::fail(format!("{} is not serving", self.address)),
+            None => CheckResult::fail(format!("{} is not known", self.address)),
         }
     }
 }

@@ -25,6 +25,7 @@
 //! `curl -H "Authorization: Bearer $TOKEN" -o cpu.pb.gz 'http://ADMIN/debug/pprof/profile?seconds=30'`
 //! and read with `go tool pprof -top cpu.pb.gz`.
 //!
+//! [`router_with`] adds routes of other components (the alert engine's) with their lines of help.
 //! Anything else is a 404 whose body lists these routes. The router is a value: serve it on its own
 //! listener (the admin port), never on the public one.
 
@@ -162,6 +163,13 @@ const DEFAULT_CPU_SECONDS: u64 = 30;
 
 /// Builds the admin router over `state`.
 pub fn router(state: AdminState) -> Router {
+    router_with(state, Router::new(), "")
+}
+
+/// The admin router plus `extra` routes another component serves on the admin listener (the alert
+/// engine's `/admin/alerts*`); `extra_help` is appended to the 404 route list.
+pub fn router_with(state: AdminState, extra: Router, extra_help: &str) -> Router {
+    let help = format!("{ROUTES}{extra_help}");
     let state = Arc::new(state);
     let dashboard = dashboard::router(state.clone());
     Router::new()
@@ -178,9 +186,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/logs", get(recent::logs))
         .route("/debug/pprof/profile", get(cpu_profile))
         .route("/debug/pprof/heap", get(heap_profile))
-        .fallback(|| async { (StatusCode::NOT_FOUND, ROUTES) })
         .with_state(state)
         .merge(dashboard)
+        .merge(extra)
+        .fallback(move || {
+            let help = help.clone();
+            async move { (StatusCode::NOT_FOUND, help) }
+        })
 }
 
 async fn metrics(State(state): Shared, headers: HeaderMap) -> Response {

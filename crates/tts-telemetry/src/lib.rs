@@ -72,7 +72,7 @@ pub mod window;
 /// The client library, re-exported so every crate uses the same version.
 pub use prometheus_client;
 
-pub use admin::{AdminState, CheckResult, HealthCheck, ProfilingAccess, router};
+pub use admin::{AdminState, CheckResult, HealthCheck, ProfilingAccess, router, router_with};
 pub use exposition::{EncodeError, Exposition, encode};
 pub use heartbeat::Heartbeat;
 pub use logging::{

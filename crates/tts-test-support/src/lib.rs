@@ -3,6 +3,7 @@
 //! end-to-end tests and by `ttsd bench`; it never touches server internals, so what it measures is what a
 //! real client sees.
 
+mod alertmanager;
 mod client;
 mod http;
 mod otlp;
@@ -11,6 +12,7 @@ mod promtool;
 mod redis;
 mod server;
 
+pub use alertmanager::Alertmanager;
 pub use client::{ClientError, Event, Received, StreamClient};
 pub use http::{Response, http_get, http_request};
 pub use otlp::{OtlpSink, ReceivedSpan};

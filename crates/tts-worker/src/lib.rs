@@ -4,9 +4,11 @@
 //! - [`WorkerService`]: per-session state, the streaming Synthesize RPC, PAUSE/RESUME/STOP, model RPCs.
 //! - [`models`]: which voices are resident: loaded once, warmed, reference-counted, evicted when idle.
 //! - [`registry`]: the worker's registration in Redis, refreshed by heartbeat.
+//! - [`alerting`]: the signals and default rules the built-in alert engine watches on a worker.
 //!
 //! It does not frame, pace or speak WebSocket (the gateway does), and never depends on the gateway.
 
+pub mod alerting;
 pub mod metrics;
 pub mod models;
 pub mod registry;

@@ -38,6 +38,8 @@ pub(crate) struct Config {
     /// `ENABLE_PROFILING`, `PROFILE_OUTPUT_DIR`, `PROFILE_CPU`, `PROFILE_MEMORY`, `PROFILE_MIN_DURATION_MS`
     /// variables and `--enable-profiling` override it.
     pub(crate) profiling: tts_telemetry::ProfilingConfig,
+    /// The built-in alert engine (docs/alerting.md).
+    pub(crate) alerts: crate::alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +56,10 @@ pub(crate) struct ServerConfig {
     /// `full` records every metric in docs/telemetry.md; `minimal` only session counters (a baseline for
     /// measuring instrumentation overhead).
     pub(crate) metrics: tts_gateway::MetricsLevel,
+    /// A file holding the admin bearer token. Mutating admin routes (alerts) need it whenever the admin
+    /// listener is not on loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) admin_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +70,7 @@ impl Default for ServerConfig {
             default_voice: DEFAULT_VOICE.into(),
             shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
             metrics: tts_gateway::MetricsLevel::Full,
+            admin_token_file: None,
         }
     }
 }
@@ -303,6 +310,7 @@ impl Config {
             problems.push("slo.window_seconds must be greater than 0".into());
         }
         problems.extend(self.remote_problems());
+        problems.extend(self.alerts.problems());
         if self.server.default_voice.trim().is_empty() {
             problems.push("server.default_voice must name a voice".into());
         }

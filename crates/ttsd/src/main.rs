@@ -5,6 +5,7 @@
 //! (what the server can speak with) and `bench` (a load generator that measures from the client's side).
 //! This crate only wires the library crates together: configuration, logging, signals and the CLI.
 
+mod alerts;
 mod bench;
 mod config;
 mod say;

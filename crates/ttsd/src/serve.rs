@@ -41,6 +41,9 @@ pub(crate) struct CommonArgs {
     /// Export traces over OTLP/gRPC to this endpoint, e.g. http://127.0.0.1:4317.
     #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// Send alerts to this Alertmanager (base URL, e.g. http://127.0.0.1:9093; comma-separated for several).
+    #[arg(long, value_delimiter = ',')]
+    alertmanager_url: Vec<String>,
 }
 
 impl CommonArgs {
@@ -56,6 +59,9 @@ impl CommonArgs {
         }
         if let Some(endpoint) = &self.otlp_endpoint {
             config.tracing.otlp_endpoint = Some(endpoint.clone());
+        }
+        if !self.alertmanager_url.is_empty() {
+            config.alerts.alertmanager_urls = self.alertmanager_url.clone();
         }
     }
 }
@@ -310,7 +316,16 @@ struct Backend {
     pool: Option<Arc<Pool>>,
     checks: Vec<Arc<dyn HealthCheck>>,
     heartbeats: Vec<Arc<Heartbeat>>,
+    /// Checks the alert engine watches: (alert name, scope, check, summary).
+    watched: Vec<Watched>,
 }
+
+type Watched = (
+    &'static str,
+    tts_alerts::Scope,
+    Arc<dyn HealthCheck>,
+    &'static str,
+);
 
 /// In-process engine threads; the default voice is warmed later, once the admin server is up.
 async fn local_backend(
@@ -322,11 +337,18 @@ async fn local_backend(
     tts_worker::PoolCollector::register(registry, pool.clone());
     let engines = Heartbeat::new("engine_pool", Duration::from_secs(30));
     spawn_pool_watchdog(pool.clone(), engines.clone());
+    let watched: Vec<Watched> = vec![(
+        "EnginePoolStalled",
+        tts_alerts::Scope::new(),
+        Arc::new(crate::alerts::HeartbeatCheck(engines.clone())),
+        "The engine pool makes no progress.",
+    )];
     let backend = Backend {
         synthesizer: pool.clone(),
         checks: vec![Arc::new(PoolHeadroom { pool: pool.clone() })],
         pool: Some(pool),
         heartbeats: vec![engines],
+        watched,
     };
     Ok((catalog, backend))
 }
@@ -340,11 +362,30 @@ fn remote_backend(
 ) -> anyhow::Result<(Arc<VoiceCatalog>, Backend)> {
     let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
     let remote = RemoteWorkers::start(config.workers.remote_config(), registry, shutdown)?;
+    let mut watched: Vec<Watched> = Vec::new();
+    for (address, check) in remote.worker_checks() {
+        let scope = tts_alerts::Scope::from([("worker".to_owned(), address)]);
+        watched.push((
+            "WorkerUnavailable",
+            scope,
+            check,
+            "A remote worker fails its gRPC health check.",
+        ));
+    }
+    for check in remote.checks() {
+        let (name, summary) = match check.name() {
+            "workers" => ("NoActiveWorker", "No remote worker can take a session."),
+            "redis" => ("RedisUnreachable", "The worker registry in Redis is unreachable."),
+            _ => continue,
+        };
+        watched.push((name, tts_alerts::Scope::new(), check, summary));
+    }
     let backend = Backend {
         checks: remote.checks(),
         synthesizer: Arc::new(remote),
         pool: None,
         heartbeats: Vec::new(),
+        watched,
     };
     Ok((catalog, backend))
 }
@@ -369,6 +410,10 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
         .clone();
 
+    let alert_metrics = config
+        .alerts
+        .enabled
+        .then(|| tts_alerts::Metrics::register(&mut registry));
     tts_telemetry::profiling::install(&config.profiling).await?;
     let mut telemetry = build_telemetry(&config, registry);
     telemetry.heartbeats.extend(backend.heartbeats.iter().cloned());
@@ -385,9 +430,25 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     }
     checks.extend(backend.checks.iter().cloned());
     checks.push(Arc::new(GpuCheck(gpus())));
+    let summary: Arc<dyn Fn() -> serde_json::Value + Send + Sync> =
+        Arc::new(move || summary_metrics.summary(&summary_synth.stats()));
+    let alert_routes = match alert_metrics {
+        Some(metrics) => {
+            let watch = alert_watch(&config, &telemetry.metrics, &backend, &warm_check);
+            let site = crate::alerts::Site {
+                admin: admin_addr,
+                instance: listener.local_addr()?.to_string(),
+                admin_token: crate::alerts::admin_token(config.server.admin_token_file.as_deref())?,
+                summary: summary.clone(),
+            };
+            let routes = crate::alerts::start(&config.alerts, metrics, watch, site, shutdown_rx.clone())?;
+            (routes, tts_alerts::admin::ROUTES)
+        }
+        None => (axum::Router::new(), ""),
+    };
     let admin_state = AdminState {
         registry: Arc::new(telemetry.registry),
-        summary: Arc::new(move || summary_metrics.summary(&summary_synth.stats())),
+        summary,
         checks,
         heartbeats: telemetry.heartbeats.clone(),
         log: Some(log),
@@ -396,7 +457,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
             tts_telemetry::ProfilingAccess::for_listener(admin_addr, config.profiling.token.clone())
         }),
     };
-    let mut admin_router = tts_telemetry::router(admin_state);
+    let mut admin_router = tts_telemetry::router_with(admin_state, alert_routes.0, alert_routes.1);
     if test_hooks {
         let heartbeats = telemetry.heartbeats.clone();
         admin_router = admin_router.route(
@@ -456,6 +517,40 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let _ = tokio::task::spawn_blocking(tts_telemetry::profiling::flush_section_profiles).await;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// The gateway's signals and rules, and the backend's health checks, for the alert engine.
+fn alert_watch(
+    config: &Config,
+    metrics: &Arc<GatewayMetrics>,
+    backend: &Backend,
+    warm: &Arc<VoiceWarm>,
+) -> crate::alerts::Watch {
+    let alerts = &config.alerts;
+    let mut health_rules: Vec<tts_alerts::HealthRule> = backend
+        .watched
+        .iter()
+        .map(|(name, scope, check, summary)| alerts.health_rule(name, scope.clone(), check.clone(), summary))
+        .collect();
+    if backend.pool.is_some() {
+        let scope = tts_alerts::Scope::from([("voice".to_owned(), warm.voice.clone())]);
+        let check: Arc<dyn HealthCheck> = warm.clone();
+        health_rules.push(alerts.health_rule(
+            "DefaultVoiceNotWarm",
+            scope,
+            check,
+            "The default voice is not loaded and warm.",
+        ));
+    }
+    crate::alerts::Watch {
+        rules: tts_gateway::alerting::default_rules(),
+        anomaly_rules: tts_gateway::alerting::default_anomaly_rules(alerts.anomaly),
+        health_rules,
+        source: Arc::new(tts_gateway::alerting::GatewaySignals::new(
+            metrics.clone(),
+            backend.synthesizer.clone(),
+        )),
+    }
 }
 
 pub(crate) async fn wait_for_signal() {

@@ -129,6 +129,10 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
         ModelMetrics::register(registry),
     );
     let redis_metrics = RedisMetrics::register(registry);
+    let alert_metrics = config
+        .alerts
+        .enabled
+        .then(|| tts_alerts::Metrics::register(registry));
     let service = WorkerService::new(
         WorkerSettings {
             name: name.clone(),
@@ -144,26 +148,60 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
     let engines = Heartbeat::new("engine_pool", Duration::from_secs(30));
     spawn_pool_watchdog(pool.clone(), engines.clone());
     let summary_service = service.clone();
+    let summary: Arc<dyn Fn() -> serde_json::Value + Send + Sync> =
+        Arc::new(move || serde_json::to_value(summary(&summary_service)).unwrap_or_default());
+    let resident: Arc<dyn HealthCheck> = Arc::new(DefaultVoiceResident {
+        service: service.clone(),
+        voice: config.server.default_voice.clone(),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let alert_routes = match alert_metrics {
+        Some(metrics) => {
+            let alerts = &config.alerts;
+            let watch = crate::alerts::Watch {
+                rules: tts_worker::alerting::default_rules(),
+                anomaly_rules: Vec::new(),
+                health_rules: vec![
+                    alerts.health_rule(
+                        "EnginePoolStalled",
+                        tts_alerts::Scope::new(),
+                        Arc::new(crate::alerts::HeartbeatCheck(engines.clone())),
+                        "The worker's engine pool makes no progress.",
+                    ),
+                    alerts.health_rule(
+                        "DefaultVoiceNotResident",
+                        tts_alerts::Scope::new(),
+                        resident.clone(),
+                        "The worker's default voice is not resident.",
+                    ),
+                ],
+                source: Arc::new(tts_worker::alerting::WorkerSignals::new(pool.clone())),
+            };
+            let site = crate::alerts::Site {
+                admin: admin_addr,
+                instance: advertise.clone(),
+                admin_token: crate::alerts::admin_token(config.server.admin_token_file.as_deref())?,
+                summary: summary.clone(),
+            };
+            let routes = crate::alerts::start(alerts, metrics, watch, site, shutdown_rx.clone())?;
+            (routes, tts_alerts::admin::ROUTES)
+        }
+        None => (Router::new(), ""),
+    };
     let admin_state = AdminState {
         registry: Arc::new(root),
-        summary: Arc::new(move || serde_json::to_value(summary(&summary_service)).unwrap_or_default()),
-        checks: vec![
-            Arc::new(DefaultVoiceResident {
-                service: service.clone(),
-                voice: config.server.default_voice.clone(),
-            }),
-            Arc::new(GpuCheck(gpus())),
-        ],
+        summary,
+        checks: vec![resident, Arc::new(GpuCheck(gpus()))],
         heartbeats: vec![runtime_beat, engines],
         log: Some(log),
         started: std::time::Instant::now(),
         profiling: None,
     };
-    let admin_router = tts_telemetry::router(admin_state).merge(model_admin(models.clone()));
+    let admin_router = tts_telemetry::router_with(admin_state, alert_routes.0, alert_routes.1)
+        .merge(model_admin(models.clone()));
     let admin_task = tokio::spawn(async move { axum::serve(admin, admin_router).await });
     println!("ttsd admin: http://{admin_addr}");
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let grpc = tokio::spawn(service.clone().run(listener, shutdown_rx.clone()));
     let warm_started = std::time::Instant::now();
     models

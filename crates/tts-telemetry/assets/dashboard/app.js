@@ -467,6 +467,11 @@
     if (!state.alerts) { $("alerts-active").innerHTML = '<span class="muted">' + esc(state.alertsStatus) + "</span>"; return; }
     $("alerts-active").innerHTML = alertRows(state.alerts.active, true);
     $("alerts-recent").innerHTML = alertRows(state.alerts.recent.slice(0, 50), false);
+    // An alert's generatorURL is /dashboard#alerts/<id>: mark that alert.
+    const linked = /^#alerts\/(\d+)$/.exec(location.hash);
+    if (linked) {
+      for (const row of document.querySelectorAll('#tab-alerts tr[data-alert="' + linked[1] + '"]')) row.classList.add("linked");
+    }
     renderThresholds();
   }
   function renderThresholds() {
@@ -647,7 +652,7 @@
     state.tab = tab;
     for (const b of document.querySelectorAll(".tabs button")) b.setAttribute("aria-selected", String(b.dataset.tab === tab));
     for (const s of document.querySelectorAll("section.tab")) s.hidden = s.dataset.tab !== tab;
-    if (location.hash !== "#" + tab) history.replaceState(null, "", "#" + tab);
+    if (location.hash.split("/")[0] !== "#" + tab) history.replaceState(null, "", "#" + tab);
     render();
     if (tab === "alerts") { pollThresholds().then(renderAlerts); pollAlerts(); }
     if (tab === "traces") pollTraces();

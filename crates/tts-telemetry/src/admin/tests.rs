@@ -320,6 +320,25 @@ async fn log_level_without_a_handle_is_not_implemented() {
 }
 
 #[tokio::test]
+async fn extra_routes_are_served_and_listed() {
+    let extra = Router::new().route("/admin/extra", axum::routing::post(|| async { "done" }));
+    let router = router_with(
+        state(vec![], vec![]),
+        extra,
+        "  POST /admin/extra   an extra route\n",
+    );
+    let reply = send(&router, "POST", "/admin/extra", None, "").await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "done"));
+    let reply = send(&router, "GET", "/nowhere", None, "").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(reply.body.contains("GET /metrics") && reply.body.contains("POST /admin/extra"));
+    assert_eq!(
+        send(&router, "GET", "/metrics", None, "").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn unknown_routes_list_the_routes() {
     let reply = send(&router(state(vec![], vec![])), "GET", "/nope", None, "").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
