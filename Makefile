@@ -16,6 +16,7 @@ test: test-deps assets
 	$(CARGO) test --workspace --locked
 	./scripts/check-example-client.sh
 	./scripts/deploy-check.sh
+	$(MAKE) browser-test
 
 ## Validate deploy/ offline (compose, Kubernetes, Grafana, Dockerfile, rules) and run prometheus.yml live.
 deploy-check: test-deps
