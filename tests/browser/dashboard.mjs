@@ -48,10 +48,10 @@ async function loadPlaywright() {
   }
 }
 
-// Starts `ttsd serve` on loopback ports and resolves with its stream and admin addresses.
-function startServer() {
+// Starts `ttsd serve` (or `ttsd worker`) on loopback ports and resolves with its announced addresses.
+function startServer(command = "serve") {
   if (!existsSync(BINARY)) fail(BINARY + " is missing: build it first (cargo build -p ttsd).");
-  const child = spawn(BINARY, ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+  const child = spawn(BINARY, [command, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
     "--voice", VOICE, "--threads", "2"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   children.push(child);
   const logs = [];
@@ -59,7 +59,7 @@ function startServer() {
   return new Promise((resolveReady, reject) => {
     const timer = setTimeout(() => reject(new Error("ttsd did not become ready in 60 s:\n" + logs.join("\n"))), 60000);
     createInterface({ input: child.stdout }).on("line", (line) => {
-      const match = /^ttsd ready: stream=ws:\/\/([^/]+)\/v1\/stream admin=(http:\/\/\S+)/.exec(line);
+      const match = /^ttsd ready: (?:stream=ws:\/\/([^/]+)\/v1\/stream|grpc=\S+) admin=(http:\/\/\S+)/.exec(line);
       if (match) { clearTimeout(timer); resolveReady({ stream: "ws://" + match[1], admin: match[2], child }); }
     });
     child.on("exit", (code) => reject(new Error("ttsd exited with " + code + ":\n" + logs.join("\n"))));
@@ -182,10 +182,36 @@ async function main() {
     if (foreign.length) fail("requests outside " + origin + ": " + foreign.join(", "));
     if (errors.length) fail(errors.join("\n"));
     console.log("dashboard browser test: ok (" + requests.length + " requests, all to " + origin + ")");
+    await checkWorkerView(browser);
   } finally {
     await browser.close();
     load.kill("SIGTERM");
     server.child.kill("SIGTERM");
+  }
+}
+
+// A worker serves its own view of the dashboard on its admin port.
+async function checkWorkerView(browser) {
+  const worker = await startServer("worker");
+  try {
+    const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+    const errors = [], foreign = [];
+    const origin = new URL(worker.admin).origin;
+    page.on("request", (request) => { if (new URL(request.url()).origin !== origin) foreign.push(request.url()); });
+    page.on("console", (message) => { if (message.type() === "error") errors.push(message.text()); });
+    page.on("pageerror", (error) => errors.push(error.message));
+    await page.goto(worker.admin + "/dashboard");
+    await until("the worker's view", async () => /^worker /.test(await page.locator("#role").innerText()), 15);
+    await until("the worker's cards", () => page.locator("#ov-cards .card").count().then((n) => n >= 6), 5);
+    const voices = await page.locator("#ov-fleet").innerText();
+    if (!voices.includes(VOICE)) fail("the worker's resident voices do not list " + VOICE + ": " + voices);
+    await page.click('button[data-tab="metrics"]');
+    await until("the worker's charts", () => page.locator("#charts canvas").count().then((n) => n >= 6), 5);
+    if (foreign.length) fail("worker page requests outside " + origin + ": " + foreign.join(", "));
+    if (errors.length) fail("worker page: " + errors.join("\n"));
+    console.log("dashboard browser test: worker view ok");
+  } finally {
+    worker.child.kill("SIGTERM");
   }
 }
 
