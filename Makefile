@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 ADMIN_LISTEN ?= 127.0.0.1:8081
 
-.PHONY: run test deps test-deps assets build release lint bench clean deploy-check
+.PHONY: run test deps test-deps assets build release lint bench clean deploy-check browser-test screenshots
 
 ## Install what is missing, fetch the Piper voice and ONNX Runtime, build release, serve on 127.0.0.1:8080.
 run: deps assets release
@@ -16,10 +16,21 @@ test: test-deps assets
 	$(CARGO) test --workspace --locked
 	./scripts/check-example-client.sh
 	./scripts/deploy-check.sh
+	$(MAKE) browser-test
 
 ## Validate deploy/ offline (compose, Kubernetes, Grafana, Dockerfile, rules) and run prometheus.yml live.
 deploy-check: test-deps
 	./scripts/deploy-check.sh
+
+## The live dashboard in Debian's Chromium (playwright-core) against a real `ttsd serve` under load.
+browser-test: test-deps
+	$(CARGO) build --locked -p ttsd
+	node tests/browser/dashboard.mjs --binary target/debug/ttsd
+
+## One PNG per dashboard tab in docs/img/, taken by the browser test.
+screenshots: test-deps assets
+	$(CARGO) build --locked -p ttsd
+	node tests/browser/dashboard.mjs --binary target/debug/ttsd --screenshots docs/img
 
 deps:
 	./scripts/install-deps.sh run

@@ -15,6 +15,9 @@ if [ "$mode" = "test" ]; then
   # (Debian's, unless a node with npm is already installed), curl.
   packages+=(prometheus-node-exporter curl)
   command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+  # The dashboard's browser test drives Debian's Chromium through playwright-core (npm, pinned in
+  # tests/browser/package-lock.json); no browser is ever downloaded.
+  packages+=(chromium)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -44,5 +47,9 @@ if [ "$mode" = "test" ]; then
   # npm validators, pinned by deploy/.tools/package-lock.json, into the git-ignored deploy/.tools/node_modules.
   if ! cmp -s deploy/.tools/package-lock.json deploy/.tools/node_modules/.ttsd-lock 2>/dev/null; then
     (cd deploy/.tools && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.ttsd-lock)
+  fi
+  # playwright-core, pinned by tests/browser/package-lock.json, into the git-ignored tests/browser/node_modules.
+  if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.ttsd-lock 2>/dev/null; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.ttsd-lock)
   fi
 fi

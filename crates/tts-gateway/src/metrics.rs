@@ -998,12 +998,24 @@ impl GatewayMetrics {
             "first_audio_p99_ms": ms(&w.first_audio, 0.99),
             "frame_interval_p95_ms": ms(&w.frame_interval, 0.95),
             "real_time_factor_p50": w.real_time_factor.quantile(0.5).map(|v| round(v, 5)),
+            "slo": self.slo_lines(),
             "slo_compliance": {
                 "first_audio": w.first_audio_ok.ratio(),
                 "barge_in": w.barge_in_ok.ratio(),
                 "jitter": w.jitter_ok.ratio(),
                 "availability": w.availability_ok.ratio(),
             },
+        })
+    }
+}
+
+impl GatewayMetrics {
+    /// The configured SLO thresholds, in the summary's milliseconds: the dashboard draws them as lines.
+    fn slo_lines(&self) -> serde_json::Value {
+        serde_json::json!({
+            "first_audio_ms": round(self.slo.first_audio_seconds * 1000.0, 3),
+            "barge_in_ms": round(self.slo.barge_in_seconds * 1000.0, 3),
+            "frame_interval_ms": round(self.slo.frame_interval_seconds * 1000.0, 3),
         })
     }
 }

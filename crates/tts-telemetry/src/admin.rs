@@ -14,6 +14,9 @@
 //! | GET | `/admin/logs?level=&target=&session_id=&trace_id=&since=&after=&limit=` | Recent log records, oldest first, each shaped like a JSON log line plus `seq`: `{"logs":[…],"buffer":{…}}`. |
 //! | PUT | `/admin/log-level` | Body: a filter (`debug`, `info,tts_gateway=debug`). 200 with the new filter, 400 with the parse error, 501 when the process has no [`LogHandle`]. |
 //! | GET | `/debug/pprof/profile?seconds=30&frequency=99` | Samples the CPU for `seconds` (1..=300, default 30) at `frequency` Hz (1..=250, default 99). 200 `application/octet-stream`, gzipped pprof (`cpu.pb.gz`); with `&format=flamegraph`, 200 `image/svg+xml`. 409 while another CPU profile or sampled section runs; 400 for bad parameters. |
+//! | GET | `/dashboard`, `/dashboard/{asset}` | The live dashboard page and its embedded assets (see [`crate::dashboard`]). |
+//! | GET | `/dashboard/events` | Server-sent events, one `snapshot` a second (summary, health, selected series); resumes after `Last-Event-ID`. |
+//! | GET | `/dashboard/snapshot` | The current snapshot as one JSON object. |
 //! | GET | `/debug/pprof/heap` | jemalloc's sampled live heap: 200 `application/octet-stream`, gzipped pprof (`heap.pb.gz`). 501 when the process has no jemalloc profiling or heap sampling is off. |
 //!
 //! The `/debug/pprof/*` routes answer 404 with how to enable them unless [`AdminState::profiling`] is
@@ -39,6 +42,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::dashboard;
 use crate::exposition::{self, Exposition};
 use crate::heartbeat::Heartbeat;
 use crate::logging::LogHandle;
@@ -63,6 +67,9 @@ Admin routes:
   GET /debug/pprof/profile?seconds=30[&frequency=99][&format=flamegraph]
                           CPU profile (gzipped pprof, or SVG), when profiling is enabled
   GET /debug/pprof/heap   heap profile (gzipped pprof), when profiling is enabled
+  GET /dashboard          live dashboard (Overview, Metrics, Traces, Alerts, Logs), assets embedded
+  GET /dashboard/events   server-sent events: one snapshot a second (resume with Last-Event-ID)
+  GET /dashboard/snapshot the current snapshot, as JSON
 ";
 
 /// The outcome of one health check.
@@ -166,6 +173,8 @@ pub fn router(state: AdminState) -> Router {
 /// engine's `/admin/alerts*`); `extra_help` is appended to the 404 route list.
 pub fn router_with(state: AdminState, extra: Router, extra_help: &str) -> Router {
     let help = format!("{ROUTES}{extra_help}");
+    let state = Arc::new(state);
+    let dashboard = dashboard::router(state.clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/metrics/summary", get(summary))
@@ -180,7 +189,8 @@ pub fn router_with(state: AdminState, extra: Router, extra_help: &str) -> Router
         .route("/admin/logs", get(recent::logs))
         .route("/debug/pprof/profile", get(cpu_profile))
         .route("/debug/pprof/heap", get(heap_profile))
-        .with_state(Arc::new(state))
+        .with_state(state)
+        .merge(dashboard)
         .merge(extra)
         .fallback(move || {
             let help = help.clone();
@@ -222,15 +232,19 @@ async fn metrics(State(state): Shared, headers: HeaderMap) -> Response {
 }
 
 async fn summary(State(state): Shared) -> Response {
+    axum::Json(summary_body(&state)).into_response()
+}
+
+/// The body of `/metrics/summary`; the dashboard streams the same object.
+pub(crate) fn summary_body(state: &AdminState) -> Value {
     let uptime = state.started.elapsed().as_secs_f64();
-    let body = match (state.summary)() {
+    match (state.summary)() {
         Value::Object(mut object) => {
             object.entry("uptime_seconds").or_insert(json!(uptime));
             Value::Object(object)
         }
         other => json!({ "summary": other, "uptime_seconds": uptime }),
-    };
-    axum::Json(body).into_response()
+    }
 }
 
 fn status(ok: bool) -> StatusCode {
@@ -250,6 +264,12 @@ fn heartbeat_json(heartbeat: &Heartbeat) -> Value {
 }
 
 async fn health(State(state): Shared) -> Response {
+    let (all_ok, body) = health_body(&state);
+    (status(all_ok), axum::Json(body)).into_response()
+}
+
+/// The body of `/health` and whether every check and heartbeat passed; the dashboard streams the same.
+pub(crate) fn health_body(state: &AdminState) -> (bool, Value) {
     let mut all_ok = true;
     let mut checks = Map::new();
     for check in &state.checks {
@@ -274,7 +294,7 @@ async fn health(State(state): Shared) -> Response {
         "checks": checks,
         "heartbeats": heartbeats,
     });
-    (status(all_ok), axum::Json(body)).into_response()
+    (all_ok, body)
 }
 
 async fn readiness(State(state): Shared) -> Response {

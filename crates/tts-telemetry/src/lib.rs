@@ -16,7 +16,8 @@
 //! - [`profiling`] takes on-demand CPU (pprof-rs) and heap (jemalloc) profiles and profiles named code
 //!   sections that run long.
 //! - [`admin`] is the admin HTTP router: `/metrics`, `/metrics/summary`, `/health`, `/readiness`,
-//!   `/liveness`, `/admin/log-level`, `/debug/pprof/profile`, `/debug/pprof/heap`.
+//!   `/liveness`, `/admin/log-level`, `/debug/pprof/profile`, `/debug/pprof/heap`, and the live
+//!   [`dashboard`] at `/dashboard`.
 //!
 //! It does not build the registry (the binary does, once, and passes it down), does not define metric
 //! names beyond the standard process, GPU and Redis-client ones, and does not serve HTTP itself: [`router`] is a value the
@@ -55,6 +56,7 @@
 //! ```
 
 pub mod admin;
+pub mod dashboard;
 pub mod exposition;
 pub mod gpu;
 pub mod heartbeat;
