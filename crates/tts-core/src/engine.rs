@@ -12,7 +12,7 @@ mod piper;
 use std::path::PathBuf;
 
 pub use espeak::{espeak_voices, phonemize_ipa};
-pub use piper::{PiperVoiceConfig, init_onnx_runtime};
+pub use piper::{DecoderMode, PiperVoiceConfig, init_onnx_runtime, piper_decoder_modes};
 
 use crate::voices::{EngineKind, VoiceInfo};
 
