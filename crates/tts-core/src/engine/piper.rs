@@ -25,7 +25,7 @@ use serde::Deserialize;
 use super::EngineError;
 
 pub(super) use engine::PiperEngine;
-pub use engine::{DecoderMode, piper_decoder_modes};
+pub use engine::{DecoderMode, drop_quiet_sessions, piper_decoder_modes};
 
 static ORT: OnceLock<Result<Environment, String>> = OnceLock::new();
 

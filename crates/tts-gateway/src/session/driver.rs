@@ -183,6 +183,7 @@ impl Driver {
         let config = &parts.state.config;
         let segmenter = Segmenter::new(SegmenterConfig {
             first_chunk_min_chars: config.first_chunk_min_chars,
+            first_chunk_max_words: config.first_chunk_max_words,
             max_chunk_chars: config.max_chunk_chars,
         });
         let (engine_tx, engine_rx) = mpsc::unbounded_channel();

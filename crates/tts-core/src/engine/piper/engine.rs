@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ort::session::Session;
 use ort::value::{DynTensor, Tensor};
@@ -92,13 +92,49 @@ enum Model {
     Split(SplitSessions),
 }
 
+/// Voice id → its quiet sessions (`onnx_quiet_intra_threads`), one set per process, shared by every
+/// instance of the voice; a first chunk uses them only when they are free.
+static QUIET: Mutex<Option<HashMap<String, Arc<Mutex<Model>>>>> = Mutex::new(None);
+
+/// Drops the voice's quiet sessions (when the pool unloads the voice); instances still running keep
+/// theirs until they are dropped.
+pub fn drop_quiet_sessions(voice: &str) {
+    if let Some(map) = QUIET.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        map.remove(voice);
+    }
+}
+
+/// The voice's quiet sessions, built at its first load (so no chunk waits for them), decoding the way
+/// the voice's other instances do.
+fn quiet_model(voice: &str, path: &Path, threads: usize, split: bool) -> Result<Arc<Mutex<Model>>, String> {
+    let mut guard = QUIET.lock().unwrap_or_else(PoisonError::into_inner);
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(model) = map.get(voice) {
+        return Ok(model.clone());
+    }
+    let model = if split {
+        Model::Split(split_sessions(path, threads)?)
+    } else {
+        Model::Whole(session(threads, Err(path))?)
+    };
+    let model = Arc::new(Mutex::new(model));
+    map.insert(voice.to_owned(), model.clone());
+    Ok(model)
+}
+
 /// One Piper voice with its own ONNX Runtime sessions (sessions need `&mut` to run, so one per thread).
 pub(in crate::engine) struct PiperEngine {
     voice: VoiceInfo,
     config: PiperVoiceConfig,
     model: Model,
+    /// The voice's shared multi-threaded sessions, when `onnx_quiet_intra_threads` asks for them.
+    quiet: Option<Arc<Mutex<Model>>>,
+    /// Whether the next chunk may use `quiet` ([`Engine::set_quiet`]).
+    quiet_next: bool,
     /// Decoder runs so far (windows), for the logs and tests.
     windows_decoded: u64,
+    /// Chunks run on the quiet sessions so far.
+    quiet_chunks: u64,
 }
 
 pub(super) fn session(threads: usize, model: Result<&[u8], &Path>) -> Result<Session, String> {
@@ -214,13 +250,23 @@ impl PiperEngine {
         };
         let model = match split {
             Some(sessions) => Model::Split(sessions),
-            None => Model::Whole(session(threads, Err(&model_path)).map_err(load_err)?),
+            None => Model::Whole(session(threads, Err(&model_path)).map_err(&load_err)?),
+        };
+        let quiet_threads = settings.onnx_quiet_intra_threads;
+        let quiet = if quiet_threads > threads {
+            let split = matches!(model, Model::Split(_));
+            Some(quiet_model(&voice.id, &model_path, quiet_threads, split).map_err(&load_err)?)
+        } else {
+            None
         };
         Ok(Self {
             voice,
             config,
             model,
+            quiet,
+            quiet_next: false,
             windows_decoded: 0,
+            quiet_chunks: 0,
         })
     }
 
@@ -234,42 +280,62 @@ impl PiperEngine {
     }
 
     #[cfg(test)]
+    pub(super) fn quiet_chunks(&self) -> u64 {
+        self.quiet_chunks
+    }
+
+    #[cfg(test)]
     pub(super) fn windows_decoded(&self) -> u64 {
         self.windows_decoded
     }
 
-    fn scales(&self) -> [f32; 3] {
-        [
+    /// Runs `ids` through the quiet sessions when this chunk may and they are free, else through the
+    /// instance's own.
+    fn infer(&mut self, ids: Vec<i64>, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), Failure> {
+        let scales = [
             self.config.noise_scale,
             self.config.length_scale,
             self.config.noise_w,
-        ]
+        ];
+        let feeds = feeds(&self.config, ids, scales).map_err(Failure::Inference)?;
+        let quiet = match (&self.quiet, std::mem::take(&mut self.quiet_next)) {
+            (Some(quiet), true) => quiet.try_lock().ok(),
+            _ => None,
+        };
+        match quiet {
+            Some(mut model) => {
+                self.quiet_chunks += 1;
+                run(&mut model, feeds, sink, &mut self.windows_decoded)
+            }
+            None => run(&mut self.model, feeds, sink, &mut self.windows_decoded),
+        }
     }
+}
 
-    /// Runs `ids` through the model, handing PCM to `sink` window by window (or all at once, whole).
-    fn infer(&mut self, ids: Vec<i64>, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), Failure> {
-        let feeds = feeds(&self.config, ids, self.scales()).map_err(Failure::Inference)?;
-        match &mut self.model {
-            Model::Whole(session) => {
-                let outputs = session
-                    .run(feeds)
-                    .map_err(|e| Failure::Inference(e.to_string()))?;
-                let (_, audio) = outputs["output"]
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| Failure::Inference(e.to_string()))?;
-                emit(audio, sink)
+/// Runs one chunk through `model`, handing PCM to `sink` window by window (or all at once, whole).
+fn run(
+    model: &mut Model,
+    feeds: Vec<(String, DynTensor)>,
+    sink: &mut dyn FnMut(&[i16]) -> Flow,
+    windows_decoded: &mut u64,
+) -> Result<(), Failure> {
+    let failed = |e: ort::Error| Failure::Inference(e.to_string());
+    match model {
+        Model::Whole(session) => {
+            let outputs = session.run(feeds).map_err(failed)?;
+            let (_, audio) = outputs["output"].try_extract_tensor::<f32>().map_err(failed)?;
+            emit(audio, sink)
+        }
+        Model::Split(sessions) => {
+            let latent = sessions.encode(feeds).map_err(Failure::Inference)?;
+            for window in stream::windows(latent.frames(), FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES) {
+                let audio = sessions
+                    .decode(&latent, window, OVERLAP_FRAMES)
+                    .map_err(Failure::Inference)?;
+                *windows_decoded += 1;
+                emit(&audio, sink)?;
             }
-            Model::Split(sessions) => {
-                let latent = sessions.encode(feeds).map_err(Failure::Inference)?;
-                for window in stream::windows(latent.frames(), FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES) {
-                    let audio = sessions
-                        .decode(&latent, window, OVERLAP_FRAMES)
-                        .map_err(Failure::Inference)?;
-                    self.windows_decoded += 1;
-                    emit(&audio, sink)?;
-                }
-                Ok(())
-            }
+            Ok(())
         }
     }
 }
@@ -305,6 +371,10 @@ impl Engine for PiperEngine {
         self.config.sample_rate
     }
 
+    fn set_quiet(&mut self, quiet: bool) {
+        self.quiet_next = quiet;
+    }
+
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         let clauses = phonemize_ipa(text, &self.config.espeak_voice)?;
@@ -317,13 +387,14 @@ impl Engine for PiperEngine {
         if missing > 0 {
             tracing::debug!(voice = %self.voice.id, missing, "Skipped phonemes the voice does not know.");
         }
-        let windows_before = self.windows_decoded;
+        let (windows_before, quiet_before) = (self.windows_decoded, self.quiet_chunks);
         let outcome = self.infer(ids, sink);
         tracing::debug!(
             voice = %self.voice.id,
             phonemize_ms = phonemised.as_secs_f64() * 1e3,
             inference_ms = (started.elapsed() - phonemised).as_secs_f64() * 1e3,
             windows = self.windows_decoded - windows_before,
+            quiet = self.quiet_chunks > quiet_before,
             "Piper inference done."
         );
         match outcome {

@@ -42,6 +42,7 @@ fn voice(id: &str, model: &Path) -> VoiceInfo {
 fn settings() -> EngineSettings {
     EngineSettings {
         onnx_intra_threads: 1,
+        onnx_quiet_intra_threads: 1,
         piper_noise: Some(PiperNoise {
             noise_scale: 0.0,
             noise_w: 0.0,
@@ -172,6 +173,37 @@ fn streamed_audio_equals_the_whole_graph_and_an_unsplittable_voice_runs_whole_an
         streamed.len(),
         reference.len()
     );
+}
+
+#[test]
+fn a_quiet_first_chunk_runs_on_the_shared_multi_threaded_sessions_and_sounds_the_same() {
+    let model = shipped_model();
+    let quiet_settings = EngineSettings {
+        onnx_quiet_intra_threads: 2,
+        ..settings()
+    };
+    let mut a = PiperEngine::load(voice("test-quiet", &model), &quiet_settings).unwrap();
+    let mut b = PiperEngine::load(voice("test-quiet", &model), &quiet_settings).unwrap();
+    let text = "The quick brown fox jumps over the lazy dog.";
+    let own = synthesize(&mut a, text);
+    assert_eq!(a.quiet_chunks(), 0);
+    a.set_quiet(true);
+    let quiet = synthesize(&mut a, text);
+    assert_eq!(a.quiet_chunks(), 1);
+    // The hint covers one chunk only.
+    synthesize(&mut a, text);
+    assert_eq!(a.quiet_chunks(), 1);
+    let snr = stream::snr_db(&own, &quiet);
+    assert!(snr >= 30.0, "quiet vs own sessions: {snr:.1} dB");
+    // A second instance of the voice shares the same quiet sessions.
+    b.set_quiet(true);
+    synthesize(&mut b, text);
+    assert_eq!(b.quiet_chunks(), 1);
+    // Without `onnx_quiet_intra_threads` above `onnx_intra_threads` the hint changes nothing.
+    let mut plain = PiperEngine::load(voice("test-plain", &model), &settings()).unwrap();
+    plain.set_quiet(true);
+    synthesize(&mut plain, text);
+    assert_eq!(plain.quiet_chunks(), 0);
 }
 
 #[test]
