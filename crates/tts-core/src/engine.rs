@@ -12,7 +12,7 @@ mod piper;
 use std::path::PathBuf;
 
 pub use espeak::{espeak_voices, phonemize_ipa};
-pub use piper::{PiperVoiceConfig, init_onnx_runtime};
+pub use piper::{DecoderMode, PiperVoiceConfig, drop_quiet_sessions, init_onnx_runtime, piper_decoder_modes};
 
 use crate::voices::{EngineKind, VoiceInfo};
 
@@ -62,6 +62,11 @@ pub trait Engine: Send {
     /// Synthesises `text`, handing PCM to `sink` as soon as the engine has it. Returns
     /// [`EngineError::Cancelled`] once the sink has answered [`Flow::Stop`].
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError>;
+
+    /// Tells the engine whether the next [`Engine::synthesize`] call runs while the machine is quiet (a
+    /// first chunk and no other engine thread busy), so it may use more than one core. Engines that
+    /// cannot use spare cores ignore it.
+    fn set_quiet(&mut self, _quiet: bool) {}
 }
 
 /// Settings every engine instance is built with.
@@ -69,6 +74,10 @@ pub trait Engine: Send {
 pub struct EngineSettings {
     /// ONNX Runtime intra-op threads per Piper session.
     pub onnx_intra_threads: usize,
+    /// Intra-op threads of one extra set of sessions per Piper voice, shared by the process, that a
+    /// first chunk uses when no other engine thread is busy (see [`Engine::set_quiet`]); at most
+    /// `onnx_intra_threads` turns it off.
+    pub onnx_quiet_intra_threads: usize,
     /// Overrides the Piper voices' `noise_scale` and `noise_w`; 0 makes their output repeatable.
     pub piper_noise: Option<PiperNoise>,
 }

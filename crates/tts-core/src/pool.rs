@@ -327,6 +327,7 @@ impl Pool {
     /// model manager holds a reference for every job).
     pub fn unload(&self, voice_id: &str) -> usize {
         let dropped = lock(&self.shared.idle_engines).remove(voice_id);
+        engine::drop_quiet_sessions(voice_id);
         dropped.map_or(0, |engines| engines.len())
     }
 
@@ -513,6 +514,8 @@ fn run_job(
     let cancel = job.cancel.clone();
     let events = &mut job.events;
     let mut resample_error = None;
+    // Busy counts this thread too: quiet means nobody else is synthesising.
+    engine.set_quiet(job.first && shared.busy.load(Ordering::Relaxed) <= 1);
     let result = engine.synthesize(&job.text, &mut |pcm| {
         if cancel.is_cancelled() {
             return Flow::Stop;
@@ -574,6 +577,7 @@ mod tests {
             queue_capacity,
             engine: EngineSettings {
                 onnx_intra_threads: 1,
+                onnx_quiet_intra_threads: 1,
                 piper_noise: None,
             },
         })

@@ -29,6 +29,10 @@
 //! - The first chunk of an utterance ends at the first sentence boundary, or at the first clause
 //!   boundary at or past [`SegmenterConfig::first_chunk_min_chars`], whichever comes first. Later
 //!   chunks end at sentence boundaries only.
+//! - The early first chunk: when neither boundary comes within the first
+//!   [`SegmenterConfig::first_chunk_max_words`] words (runs of non-whitespace) and the three after
+//!   them, and the last of those does not end in punctuation, the first chunk ends after those words.
+//!   A neural engine's first run then covers a few words, not a whole long sentence.
 //! - No chunk is longer than [`SegmenterConfig::max_chunk_chars`] (treated as at least 1): an
 //!   over-long one is cut at its last clause boundary within the limit, else at its last space, else
 //!   hard at the limit (between chars, possibly inside a grapheme cluster).
@@ -59,6 +63,8 @@ pub use normalize::normalize_whitespace;
 
 /// Default for [`SegmenterConfig::first_chunk_min_chars`].
 pub const DEFAULT_FIRST_CHUNK_MIN_CHARS: usize = 24;
+/// Default for [`SegmenterConfig::first_chunk_max_words`].
+pub const DEFAULT_FIRST_CHUNK_MAX_WORDS: usize = 5;
 /// Default for [`SegmenterConfig::max_chunk_chars`].
 pub const DEFAULT_MAX_CHUNK_CHARS: usize = 400;
 
@@ -68,6 +74,9 @@ pub struct SegmenterConfig {
     /// The first chunk of an utterance is cut at the first clause boundary at or past this many
     /// characters.
     pub first_chunk_min_chars: usize,
+    /// When no boundary ends the first chunk within this many words and the three after them, it is
+    /// cut after this many words (a word boundary), so the engine's first run is short; 0 turns it off.
+    pub first_chunk_max_words: usize,
     /// No chunk is longer than this; an over-long sentence is cut at its last clause boundary, else
     /// at its last space, else hard.
     pub max_chunk_chars: usize,
@@ -77,6 +86,7 @@ impl Default for SegmenterConfig {
     fn default() -> Self {
         Self {
             first_chunk_min_chars: DEFAULT_FIRST_CHUNK_MIN_CHARS,
+            first_chunk_max_words: DEFAULT_FIRST_CHUNK_MAX_WORDS,
             max_chunk_chars: DEFAULT_MAX_CHUNK_CHARS,
         }
     }
@@ -192,10 +202,27 @@ mod tests {
     use super::*;
 
     fn segmenter(first_chunk_min_chars: usize, max_chunk_chars: usize) -> Segmenter {
+        with_words(first_chunk_min_chars, 0, max_chunk_chars)
+    }
+
+    fn with_words(
+        first_chunk_min_chars: usize,
+        first_chunk_max_words: usize,
+        max_chunk_chars: usize,
+    ) -> Segmenter {
         Segmenter::new(SegmenterConfig {
             first_chunk_min_chars,
+            first_chunk_max_words,
             max_chunk_chars,
         })
+    }
+
+    /// The defaults without the early first chunk: the boundary rules alone.
+    fn boundaries_only() -> SegmenterConfig {
+        SegmenterConfig {
+            first_chunk_max_words: 0,
+            ..SegmenterConfig::default()
+        }
     }
 
     fn texts(chunks: &[Chunk]) -> Vec<&str> {
@@ -212,7 +239,7 @@ mod tests {
     }
 
     fn whole(text: &str) -> Vec<String> {
-        Segmenter::new(SegmenterConfig::default())
+        Segmenter::new(boundaries_only())
             .push(text, true)
             .into_iter()
             .map(|c| c.text)
@@ -223,6 +250,7 @@ mod tests {
     fn defaults() {
         let config = SegmenterConfig::default();
         assert_eq!(config.first_chunk_min_chars, 24);
+        assert_eq!(config.first_chunk_max_words, 5);
         assert_eq!(config.max_chunk_chars, 400);
     }
 
@@ -240,8 +268,37 @@ mod tests {
     }
 
     #[test]
-    fn first_chunk_is_released_before_the_sentence_ends() {
+    fn a_long_first_sentence_is_cut_after_five_words_by_default() {
         let mut seg = Segmenter::new(SegmenterConfig::default());
+        let chunks = seg.push(
+            "Observability means you can answer new questions without shipping new code. It helps.",
+            true,
+        );
+        assert_eq!(
+            texts(&chunks),
+            vec![
+                "Observability means you can answer",
+                "new questions without shipping new code.",
+                "It helps."
+            ]
+        );
+        assert!(chunks[0].first && !chunks[1].first);
+        // Short first sentences and early clauses are untouched.
+        let chunks = seg.push("The quick brown fox jumps over it. Then more.", true);
+        assert_eq!(
+            texts(&chunks),
+            vec!["The quick brown fox jumps over it.", "Then more."]
+        );
+        let chunks = seg.push(
+            "Now then, I think that we should go to the park, and then eat.",
+            true,
+        );
+        assert_eq!(texts(&chunks)[0], "Now then, I think that");
+    }
+
+    #[test]
+    fn first_chunk_is_released_before_the_sentence_ends() {
+        let mut seg = Segmenter::new(boundaries_only());
         assert!(
             seg.push("Well, I think that we should go to the park, and", false)
                 .len()
@@ -253,8 +310,7 @@ mod tests {
 
     #[test]
     fn short_first_sentence_is_its_own_chunk() {
-        let chunks =
-            Segmenter::new(SegmenterConfig::default()).push("Hi there. How are you today, my friend?", true);
+        let chunks = Segmenter::new(boundaries_only()).push("Hi there. How are you today, my friend?", true);
         assert_eq!(texts(&chunks), vec!["Hi there.", "How are you today, my friend?"]);
         assert_eq!(
             chunks.iter().map(|c| c.first).collect::<Vec<_>>(),
@@ -298,7 +354,7 @@ mod tests {
             expected,
             vec!["Mr. Smith paid $3.50 in the U.S. today.", "Was it cheap?", "Yes!"]
         );
-        let mut seg = Segmenter::new(SegmenterConfig::default());
+        let mut seg = Segmenter::new(boundaries_only());
         let pieces = [
             "Mr",
             ". Smi",
@@ -319,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_boundary_waits_for_the_next_word() {
-        let mut seg = Segmenter::new(SegmenterConfig::default());
+        let mut seg = Segmenter::new(boundaries_only());
         assert!(seg.push("Hi there.", false).is_empty());
         assert!(seg.push(" ", false).is_empty());
         assert_eq!(texts(&seg.push("How", false)), vec!["Hi there."]);
@@ -331,7 +387,7 @@ mod tests {
 
     #[test]
     fn whitespace_is_normalised_across_pieces() {
-        let mut seg = Segmenter::new(SegmenterConfig::default());
+        let mut seg = Segmenter::new(boundaries_only());
         assert_eq!(
             texts(&stream(&mut seg, &["Hello", " world"])),
             vec!["Hello world"]
@@ -348,7 +404,7 @@ mod tests {
 
     #[test]
     fn paragraph_breaks_end_sentences() {
-        let mut seg = Segmenter::new(SegmenterConfig::default());
+        let mut seg = Segmenter::new(boundaries_only());
         assert_eq!(
             texts(&stream(&mut seg, &["A title\n", "\nThe body text"])),
             vec!["A title", "The body text"]
@@ -419,7 +475,7 @@ mod tests {
 
     #[test]
     fn empty_and_whitespace_pushes() {
-        let mut seg = Segmenter::new(SegmenterConfig::default());
+        let mut seg = Segmenter::new(boundaries_only());
         assert!(seg.push("", true).is_empty());
         assert!(seg.push("   \n ", false).is_empty());
         assert_eq!(seg.pending_chars(), 0);
@@ -430,7 +486,7 @@ mod tests {
 
     #[test]
     fn first_flag_is_reset_per_utterance() {
-        let mut seg = Segmenter::new(SegmenterConfig::default());
+        let mut seg = Segmenter::new(boundaries_only());
         let one = seg.push("Hi. Yes. No.", true);
         let two = seg.push("Again. More.", true);
         let flags = |c: &[Chunk]| c.iter().map(|c| c.first).collect::<Vec<_>>();
@@ -440,7 +496,7 @@ mod tests {
 
     #[test]
     fn clear_drops_text_and_resets_first() {
-        let mut seg = Segmenter::new(SegmenterConfig::default());
+        let mut seg = Segmenter::new(boundaries_only());
         assert_eq!(seg.push("Hi. Then some more", false).len(), 1);
         assert!(seg.in_utterance());
         seg.clear();
@@ -531,12 +587,13 @@ mod tests {
             text in prose(),
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
             min in 0usize..40,
+            words in 0usize..8,
             max in 16usize..80,
         ) {
             let pieces = split(&text, &cuts);
             let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-            let streamed = stream(&mut segmenter(min, max), &refs);
-            let one_push = segmenter(min, max).push(&text, true);
+            let streamed = stream(&mut with_words(min, words, max), &refs);
+            let one_push = with_words(min, words, max).push(&text, true);
             check_chunks(&streamed, max)?;
             prop_assert_eq!(texts(&streamed).join(" "), normalize_whitespace(&text));
             prop_assert_eq!(streamed, one_push);
@@ -550,12 +607,13 @@ mod tests {
             text in prop_oneof![any::<String>(), rich()],
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
             min in 0usize..40,
+            words in 0usize..8,
             max in 0usize..40,
         ) {
             let pieces = split(&text, &cuts);
             let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-            let streamed = stream(&mut segmenter(min, max), &refs);
-            let one_push = segmenter(min, max).push(&text, true);
+            let streamed = stream(&mut with_words(min, words, max), &refs);
+            let one_push = with_words(min, words, max).push(&text, true);
             check_chunks(&streamed, max)?;
             let normalized = normalize_whitespace(&text);
             let mut rest = normalized.as_str();

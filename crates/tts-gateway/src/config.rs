@@ -51,6 +51,9 @@ pub struct GatewayConfig {
     pub slow_client_timeout_seconds: u64,
     /// The first chunk of an utterance is cut at the first clause boundary past this many characters.
     pub first_chunk_min_chars: usize,
+    /// A first chunk with no boundary within this many words (and the three after them) is cut after
+    /// them, at a word boundary; 0 turns the early cut off.
+    pub first_chunk_max_words: usize,
     /// No chunk sent to an engine is longer than this.
     pub max_chunk_chars: usize,
     /// OpenAI voice names (`alloy`, `nova`, ...) to installed voice ids, for `POST /v1/audio/speech`. An
@@ -74,6 +77,7 @@ impl Default for GatewayConfig {
             bad_message_window_seconds: DEFAULT_BAD_MESSAGE_WINDOW_SECONDS,
             slow_client_timeout_seconds: DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS,
             first_chunk_min_chars: tts_core::text::DEFAULT_FIRST_CHUNK_MIN_CHARS,
+            first_chunk_max_words: tts_core::text::DEFAULT_FIRST_CHUNK_MAX_WORDS,
             max_chunk_chars: tts_core::text::DEFAULT_MAX_CHUNK_CHARS,
             openai_voices: BTreeMap::new(),
         }
@@ -81,6 +85,15 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// How every transport cuts an utterance's text into chunks.
+    pub fn segmenter(&self) -> tts_core::text::SegmenterConfig {
+        tts_core::text::SegmenterConfig {
+            first_chunk_min_chars: self.first_chunk_min_chars,
+            first_chunk_max_words: self.first_chunk_max_words,
+            max_chunk_chars: self.max_chunk_chars,
+        }
+    }
+
     /// Every problem at once, one sentence each.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();

@@ -1012,10 +1012,18 @@ impl GatewayMetrics {
 impl GatewayMetrics {
     /// The configured SLO thresholds, in the summary's milliseconds: the dashboard draws them as lines.
     fn slo_lines(&self) -> serde_json::Value {
+        let first_audio = &self.slo.first_audio_seconds;
+        let frame_interval =
+            self.slo.frame_interval_target_seconds + self.slo.frame_interval_tolerance_seconds;
         serde_json::json!({
-            "first_audio_ms": round(self.slo.first_audio_seconds * 1000.0, 3),
+            // One line for the chart: the most lenient engine threshold (each engine's is below).
+            "first_audio_ms": round(first_audio.espeak.max(first_audio.piper) * 1000.0, 3),
+            "first_audio_ms_by_engine": {
+                "espeak": round(first_audio.espeak * 1000.0, 3),
+                "piper": round(first_audio.piper * 1000.0, 3),
+            },
             "barge_in_ms": round(self.slo.barge_in_seconds * 1000.0, 3),
-            "frame_interval_ms": round(self.slo.frame_interval_seconds * 1000.0, 3),
+            "frame_interval_ms": round(frame_interval * 1000.0, 3),
         })
     }
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tts_core::audio::FRAME_SAMPLES;
 use tts_core::engine::EngineError;
 use tts_core::pool::{CancelSource, Job, JobEvent, SubmitError};
-use tts_core::text::{Chunk, Segmenter, SegmenterConfig};
+use tts_core::text::{Chunk, Segmenter};
 use tts_core::voices::VoiceInfo;
 
 use crate::GatewayState;
@@ -214,10 +214,7 @@ impl Runner {
         cancel: CancelSource,
         backlog: Arc<Backlog>,
     ) -> Self {
-        let segmenter = Segmenter::new(SegmenterConfig {
-            first_chunk_min_chars: state.config.first_chunk_min_chars,
-            max_chunk_chars: state.config.max_chunk_chars,
-        });
+        let segmenter = Segmenter::new(state.config.segmenter());
         let span = tracing::info_span!(
             parent: &spec.parent,
             "utterance",

@@ -184,6 +184,7 @@ impl prometheus_client::collector::Collector for PoolCollector {
             None,
             busy.metric_type(),
         )?)?;
+        encode_decoder_modes(&mut encoder)?;
         let discarded = ConstCounter::new(stats.discarded);
         discarded.encode(encoder.encode_descriptor(
             "tts_queue_discarded",
@@ -200,4 +201,25 @@ impl prometheus_client::collector::Collector for PoolCollector {
         )?)?;
         Ok(())
     }
+}
+
+/// `tts_engine_decoder_mode{voice, mode}` = 1 for every Piper voice loaded so far: `streaming` when its
+/// decoder runs in windows, `whole` when its graph could not be split (the WARN at its load says why).
+fn encode_decoder_modes(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    let one = ConstGauge::new(1i64);
+    let mut family = encoder.encode_descriptor(
+        "tts_engine_decoder_mode",
+        "Piper voices loaded, by how their decoder runs (1 per voice)",
+        None,
+        one.metric_type(),
+    )?;
+    for (voice, mode) in tts_core::engine::piper_decoder_modes() {
+        let labels = [("voice", voice.as_str()), ("mode", mode.as_str())];
+        one.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }

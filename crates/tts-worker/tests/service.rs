@@ -40,6 +40,7 @@ async fn worker() -> Worker {
             queue_capacity: 64,
             engine: EngineSettings {
                 onnx_intra_threads: 1,
+                onnx_quiet_intra_threads: 1,
                 piper_noise: None,
             },
         })

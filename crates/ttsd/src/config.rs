@@ -92,6 +92,9 @@ pub(crate) struct EngineConfig {
     pub(crate) threads: usize,
     /// ONNX Runtime intra-op threads per Piper session.
     pub(crate) onnx_intra_threads: usize,
+    /// Intra-op threads a first chunk may use while no other engine thread is busy (one extra set of
+    /// sessions per Piper voice); at most `onnx_intra_threads` turns it off.
+    pub(crate) onnx_quiet_intra_threads: usize,
     /// Chunks waiting for an engine before new ones are refused with `OVERLOADED`.
     pub(crate) queue_capacity: usize,
     /// Overrides Piper voices' sampling noise (`noise_scale`, and `noise_w` alike); 0 gives repeatable
@@ -107,6 +110,7 @@ impl Default for EngineConfig {
             onnx_runtime_path: DEFAULT_ONNX_RUNTIME_PATH.into(),
             threads: 0,
             onnx_intra_threads: 1,
+            onnx_quiet_intra_threads: 2,
             queue_capacity: tts_core::pool::DEFAULT_QUEUE_CAPACITY,
             piper_noise_scale: None,
         }
@@ -117,6 +121,7 @@ impl EngineConfig {
     pub(crate) fn settings(&self) -> tts_core::engine::EngineSettings {
         tts_core::engine::EngineSettings {
             onnx_intra_threads: self.onnx_intra_threads,
+            onnx_quiet_intra_threads: self.onnx_quiet_intra_threads,
             piper_noise: self.piper_noise_scale.map(|n| tts_core::engine::PiperNoise {
                 noise_scale: n,
                 noise_w: n,
@@ -305,6 +310,9 @@ impl Config {
         problems.extend(self.tracing.validate());
         if self.engine.onnx_intra_threads == 0 {
             problems.push("engine.onnx_intra_threads must be greater than 0".into());
+        }
+        if self.engine.onnx_quiet_intra_threads == 0 {
+            problems.push("engine.onnx_quiet_intra_threads must be greater than 0".into());
         }
         if self.engine.queue_capacity == 0 {
             problems.push("engine.queue_capacity must be greater than 0".into());

@@ -64,6 +64,7 @@ pub(crate) fn run(args: SayArgs) -> anyhow::Result<()> {
     let mut resampler = StreamResampler::new(engine.sample_rate())?;
     let mut segmenter = Segmenter::new(SegmenterConfig {
         first_chunk_min_chars: config.gateway.first_chunk_min_chars,
+        first_chunk_max_words: config.gateway.first_chunk_max_words,
         max_chunk_chars: config.gateway.max_chunk_chars,
     });
     let chunks = segmenter.push(&text, true);

@@ -1,24 +1,31 @@
 //! Piper VITS voices on ONNX Runtime (loaded at run time from `libonnxruntime.so`, never downloaded).
 //!
 //! Text is phonemised by espeak-ng clause by clause (see [`super::phonemize_ipa`]), mapped to ids with the
-//! voice's `phoneme_id_map` as Piper does (`^ _ (id _)* $`), and run through the model in one inference
-//! per chunk: VITS is not streaming, so the pool hands it clause-sized chunks and the PCM is passed on in
-//! pieces as soon as the inference returns.
+//! voice's `phoneme_id_map` as Piper does (`^ _ (id _)* $`), and run through the model. At load the
+//! model's graph is split at the VITS decoder's input ([`split`]): the text encoder, duration predictor
+//! and flow run once per chunk, then the decoder runs over windows of latent frames and each window's PCM
+//! is passed on as soon as it exists ([`stream`]). A model that cannot be split runs whole, one inference
+//! per chunk, and says so (a WARN once, and `tts_engine_decoder_mode{mode="whole"}`).
+
+mod engine;
+mod split;
+mod stream;
+mod wire;
+
+#[cfg(test)]
+mod model_tests;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
-use ort::session::Session;
-use ort::value::Tensor;
 use serde::Deserialize;
 
-use super::{Engine, EngineError, EngineSettings, Flow, phonemize_ipa};
-use crate::voices::VoiceInfo;
+use super::EngineError;
 
-/// Samples handed to the sink per call, so cancellation is checked at least every ~46 ms of audio.
-const PIECE_SAMPLES: usize = 1024;
+pub(super) use engine::PiperEngine;
+pub use engine::{DecoderMode, drop_quiet_sessions, piper_decoder_modes};
 
 static ORT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
@@ -174,121 +181,6 @@ impl PiperVoiceConfig {
         }
         ids.extend_from_slice(id('$'));
         (ids, missing)
-    }
-}
-
-/// One Piper voice with its own ONNX Runtime session (sessions need `&mut` to run, so one per thread).
-pub(super) struct PiperEngine {
-    voice: VoiceInfo,
-    config: PiperVoiceConfig,
-    session: Session,
-}
-
-impl PiperEngine {
-    pub(super) fn load(voice: VoiceInfo, settings: &EngineSettings) -> Result<Self, EngineError> {
-        let model: PathBuf = voice.model_path.clone().ok_or_else(|| EngineError::Load {
-            voice: voice.id.clone(),
-            path: PathBuf::new(),
-            reason: "no model path".into(),
-        })?;
-        let load_err = |reason: String| EngineError::Load {
-            voice: voice.id.clone(),
-            path: model.clone(),
-            reason,
-        };
-        let mut config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).map_err(load_err)?;
-        if let Some(noise) = settings.piper_noise {
-            config.noise_scale = noise.noise_scale;
-            config.noise_w = noise.noise_w;
-        }
-        let env = environment()?;
-        let session = Session::builder(env)
-            .and_then(|b| {
-                b.with_intra_threads(settings.onnx_intra_threads.max(1))
-                    .map_err(Into::into)
-            })
-            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(&model))
-            .map_err(|e| load_err(e.to_string()))?;
-        Ok(Self {
-            voice,
-            config,
-            session,
-        })
-    }
-
-    fn infer(&mut self, ids: Vec<i64>) -> Result<Vec<f32>, String> {
-        let len = ids.len();
-        let input = Tensor::from_array(([1usize, len], ids)).map_err(|e| e.to_string())?;
-        let lengths = Tensor::from_array(([1usize], vec![len as i64])).map_err(|e| e.to_string())?;
-        let scales = Tensor::from_array((
-            [3usize],
-            vec![
-                self.config.noise_scale,
-                self.config.length_scale,
-                self.config.noise_w,
-            ],
-        ))
-        .map_err(|e| e.to_string())?;
-        let outputs = if self.config.num_speakers > 1 {
-            let sid = Tensor::from_array(([1usize], vec![0i64])).map_err(|e| e.to_string())?;
-            self.session.run(
-                ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales, "sid" => sid],
-            )
-        } else {
-            self.session
-                .run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales])
-        }
-        .map_err(|e| e.to_string())?;
-        let (_, audio) = outputs["output"]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?;
-        Ok(audio.to_vec())
-    }
-}
-
-impl Engine for PiperEngine {
-    fn voice(&self) -> &VoiceInfo {
-        &self.voice
-    }
-
-    fn sample_rate(&self) -> u32 {
-        self.config.sample_rate
-    }
-
-    fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
-        let started = std::time::Instant::now();
-        let clauses = phonemize_ipa(text, &self.config.espeak_voice)?;
-        let phonemised = started.elapsed();
-        let phonemes = clauses.join(" ");
-        if phonemes.trim().is_empty() {
-            return Ok(());
-        }
-        let (ids, missing) = self.config.phoneme_ids(&phonemes);
-        if missing > 0 {
-            tracing::debug!(voice = %self.voice.id, missing, "Skipped phonemes the voice does not know.");
-        }
-        let audio = self.infer(ids).map_err(|reason| EngineError::Inference {
-            voice: self.voice.id.clone(),
-            reason,
-        })?;
-        tracing::debug!(
-            voice = %self.voice.id,
-            phonemize_ms = phonemised.as_secs_f64() * 1e3,
-            inference_ms = (started.elapsed() - phonemised).as_secs_f64() * 1e3,
-            samples = audio.len(),
-            "Piper inference done."
-        );
-        let pcm: Vec<i16> = audio
-            .iter()
-            .map(|s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16)
-            .collect();
-        for piece in pcm.chunks(PIECE_SAMPLES) {
-            if sink(piece) == Flow::Stop {
-                return Err(EngineError::Cancelled);
-            }
-        }
-        Ok(())
     }
 }
 

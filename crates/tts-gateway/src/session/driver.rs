@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tts_core::audio::{Frame, Framer};
 use tts_core::engine::EngineError;
 use tts_core::pool::{CancelSource, Job, JobEvent, SubmitError};
-use tts_core::text::{Chunk, Segmenter, SegmenterConfig};
+use tts_core::text::{Chunk, Segmenter};
 use tts_core::voices::VoiceInfo;
 
 use super::pacer::Pacer;
@@ -184,10 +184,7 @@ pub(crate) struct DriverParts {
 impl Driver {
     pub(crate) fn new(parts: DriverParts) -> Self {
         let config = &parts.state.config;
-        let segmenter = Segmenter::new(SegmenterConfig {
-            first_chunk_min_chars: config.first_chunk_min_chars,
-            max_chunk_chars: config.max_chunk_chars,
-        });
+        let segmenter = Segmenter::new(config.segmenter());
         let (engine_tx, engine_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
         Self {

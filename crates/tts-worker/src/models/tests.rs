@@ -418,6 +418,7 @@ async fn the_pool_loader_warms_and_drops_a_real_voice() {
             queue_capacity: 16,
             engine: EngineSettings {
                 onnx_intra_threads: 1,
+                onnx_quiet_intra_threads: 1,
                 piper_noise: None,
             },
         })
@@ -470,6 +471,7 @@ async fn the_pool_loader_reports_a_missing_voice_as_not_found() {
             queue_capacity: 16,
             engine: EngineSettings {
                 onnx_intra_threads: 1,
+                onnx_quiet_intra_threads: 1,
                 piper_noise: None,
             },
         })

@@ -1,0 +1,409 @@
+//! One loaded Piper voice (its ONNX Runtime sessions, one instance per engine thread), and the
+//! process-wide record of how each voice decodes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ort::session::Session;
+use ort::value::{DynTensor, Tensor};
+
+use super::split;
+use super::stream::{self, FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES, OVERLAP_FRAMES, SplitSessions};
+use super::{PiperVoiceConfig, environment};
+use crate::engine::{Engine, EngineError, EngineSettings, Flow, phonemize_ipa};
+use crate::voices::VoiceInfo;
+
+/// Samples handed to the sink per call, so cancellation is checked at least every ~46 ms of audio.
+const PIECE_SAMPLES: usize = 1024;
+/// Windowed decoding must match decoding the whole latent at least this well, or the voice runs whole.
+const MIN_SNR_DB: f64 = 30.0;
+/// Phonemes of the sentence a split voice is checked with at its first load (about 70 latent frames, so
+/// the check crosses a window seam).
+const PROBE_PHONEMES: &str = "ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ, ænd ɹˈʌnz ɐwˈeɪ.";
+
+/// How a Piper voice decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DecoderMode {
+    /// The graph was split at the decoder: PCM comes out window by window.
+    Streaming,
+    /// The graph could not be split: one inference per chunk.
+    Whole,
+}
+
+impl DecoderMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Streaming => "streaming",
+            Self::Whole => "whole",
+        }
+    }
+}
+
+/// Voice id → Ok when it decodes in windows, or why it cannot. Decided at the first load of each voice.
+static MODES: Mutex<Option<HashMap<String, Result<(), String>>>> = Mutex::new(None);
+
+fn modes() -> MutexGuard<'static, Option<HashMap<String, Result<(), String>>>> {
+    MODES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every Piper voice loaded so far in this process and how it decodes, sorted by voice id.
+pub fn piper_decoder_modes() -> Vec<(String, DecoderMode)> {
+    let mut out: Vec<(String, DecoderMode)> = modes()
+        .iter()
+        .flatten()
+        .map(|(voice, outcome)| {
+            let mode = if outcome.is_ok() {
+                DecoderMode::Streaming
+            } else {
+                DecoderMode::Whole
+            };
+            (voice.clone(), mode)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Records the first decision for `model`, logging it once (a WARN when the voice cannot stream).
+fn record(voice: &str, outcome: Result<(), String>) {
+    let mut guard = modes();
+    let map = guard.get_or_insert_with(HashMap::new);
+    if map.contains_key(voice) {
+        return;
+    }
+    match &outcome {
+        Ok(()) => tracing::info!(voice, "Piper voice decodes in windows (streaming decoder)."),
+        Err(reason) => tracing::warn!(
+            voice,
+            reason = reason.as_str(),
+            "Piper voice cannot stream its decoder and runs whole chunks."
+        ),
+    }
+    map.insert(voice.to_owned(), outcome);
+}
+
+fn known(voice: &str) -> Option<Result<(), String>> {
+    modes().as_ref()?.get(voice).cloned()
+}
+
+enum Model {
+    Whole(Session),
+    Split(SplitSessions),
+}
+
+/// Voice id → its quiet sessions (`onnx_quiet_intra_threads`), one set per process, shared by every
+/// instance of the voice; a first chunk uses them only when they are free.
+static QUIET: Mutex<Option<HashMap<String, Arc<Mutex<Model>>>>> = Mutex::new(None);
+
+/// Drops the voice's quiet sessions (when the pool unloads the voice); instances still running keep
+/// theirs until they are dropped.
+pub fn drop_quiet_sessions(voice: &str) {
+    if let Some(map) = QUIET.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        map.remove(voice);
+    }
+}
+
+/// The voice's quiet sessions, built at its first load (so no chunk waits for them), decoding the way
+/// the voice's other instances do.
+fn quiet_model(voice: &str, path: &Path, threads: usize, split: bool) -> Result<Arc<Mutex<Model>>, String> {
+    let mut guard = QUIET.lock().unwrap_or_else(PoisonError::into_inner);
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(model) = map.get(voice) {
+        return Ok(model.clone());
+    }
+    let model = if split {
+        Model::Split(split_sessions(path, threads)?)
+    } else {
+        Model::Whole(session(threads, Err(path))?)
+    };
+    let model = Arc::new(Mutex::new(model));
+    map.insert(voice.to_owned(), model.clone());
+    Ok(model)
+}
+
+/// One Piper voice with its own ONNX Runtime sessions (sessions need `&mut` to run, so one per thread).
+pub(in crate::engine) struct PiperEngine {
+    voice: VoiceInfo,
+    config: PiperVoiceConfig,
+    model: Model,
+    /// The voice's shared multi-threaded sessions, when `onnx_quiet_intra_threads` asks for them.
+    quiet: Option<Arc<Mutex<Model>>>,
+    /// Whether the next chunk may use `quiet` ([`Engine::set_quiet`]).
+    quiet_next: bool,
+    /// Decoder runs so far (windows), for the logs and tests.
+    windows_decoded: u64,
+    /// Chunks run on the quiet sessions so far.
+    quiet_chunks: u64,
+}
+
+pub(super) fn session(threads: usize, model: Result<&[u8], &Path>) -> Result<Session, String> {
+    let env = environment().map_err(|e| e.to_string())?;
+    Session::builder(env)
+        .and_then(|b| b.with_intra_threads(threads.max(1)).map_err(Into::into))
+        .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+        .and_then(|mut b| match model {
+            Ok(bytes) => b.commit_from_memory(bytes),
+            Err(path) => b.commit_from_file(path),
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// The first inputs of a Piper model: ids, their length, the three scales and (multi-speaker) speaker 0.
+pub(super) fn feeds(
+    config: &PiperVoiceConfig,
+    ids: Vec<i64>,
+    scales: [f32; 3],
+) -> Result<Vec<(String, DynTensor)>, String> {
+    let len = ids.len();
+    let err = |e: ort::Error| e.to_string();
+    let mut feeds = vec![
+        (
+            "input".to_owned(),
+            Tensor::from_array(([1usize, len], ids)).map_err(err)?.upcast(),
+        ),
+        (
+            "input_lengths".to_owned(),
+            Tensor::from_array(([1usize], vec![len as i64]))
+                .map_err(err)?
+                .upcast(),
+        ),
+        (
+            "scales".to_owned(),
+            Tensor::from_array(([3usize], scales.to_vec()))
+                .map_err(err)?
+                .upcast(),
+        ),
+    ];
+    if config.num_speakers > 1 {
+        feeds.push((
+            "sid".to_owned(),
+            Tensor::from_array(([1usize], vec![0i64])).map_err(err)?.upcast(),
+        ));
+    }
+    Ok(feeds)
+}
+
+/// Splits the model and builds its two sessions; the error says why the voice must run whole.
+fn split_sessions(model: &Path, threads: usize) -> Result<SplitSessions, String> {
+    let bytes = std::fs::read(model).map_err(|e| e.to_string())?;
+    let parts = split::split(&bytes)?;
+    drop(bytes);
+    Ok(SplitSessions {
+        encoder: session(threads, Ok(&parts.encoder)).map_err(|e| format!("first part: {e}"))?,
+        decoder: session(threads, Ok(&parts.decoder)).map_err(|e| format!("decoder: {e}"))?,
+        latent: parts.latent,
+        extra: parts.extra,
+    })
+}
+
+/// Decodes a probe sentence (no sampling noise) in windows and whole; they must agree to [`MIN_SNR_DB`].
+fn check(sessions: &mut SplitSessions, config: &PiperVoiceConfig) -> Result<(), String> {
+    let (ids, _) = config.phoneme_ids(PROBE_PHONEMES);
+    let latent = sessions.encode(feeds(config, ids, [0.0, config.length_scale, 0.0])?)?;
+    let whole = sessions.decode(&latent, (0, latent.frames()), 0)?;
+    let mut windowed = Vec::with_capacity(whole.len());
+    for window in stream::windows(latent.frames(), FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES) {
+        windowed.extend(sessions.decode(&latent, window, OVERLAP_FRAMES)?);
+    }
+    let snr = stream::snr_db(&whole, &windowed);
+    if snr < MIN_SNR_DB {
+        return Err(format!(
+            "windowed decoding is only {snr:.1} dB from whole decoding"
+        ));
+    }
+    Ok(())
+}
+
+impl PiperEngine {
+    pub(in crate::engine) fn load(voice: VoiceInfo, settings: &EngineSettings) -> Result<Self, EngineError> {
+        let model_path: PathBuf = voice.model_path.clone().ok_or_else(|| EngineError::Load {
+            voice: voice.id.clone(),
+            path: PathBuf::new(),
+            reason: "no model path".into(),
+        })?;
+        let load_err = |reason: String| EngineError::Load {
+            voice: voice.id.clone(),
+            path: model_path.clone(),
+            reason,
+        };
+        let mut config = PiperVoiceConfig::read(&model_path.with_extension("onnx.json")).map_err(load_err)?;
+        if let Some(noise) = settings.piper_noise {
+            config.noise_scale = noise.noise_scale;
+            config.noise_w = noise.noise_w;
+        }
+        environment()?;
+        let threads = settings.onnx_intra_threads;
+        let split = match known(&voice.id) {
+            Some(Err(_)) => None,
+            Some(Ok(())) => split_sessions(&model_path, threads).ok(),
+            None => {
+                let outcome =
+                    split_sessions(&model_path, threads).and_then(|mut s| check(&mut s, &config).map(|()| s));
+                let (split, recorded) = match outcome {
+                    Ok(s) => (Some(s), Ok(())),
+                    Err(reason) => (None, Err(reason)),
+                };
+                record(&voice.id, recorded);
+                split
+            }
+        };
+        let model = match split {
+            Some(sessions) => Model::Split(sessions),
+            None => Model::Whole(session(threads, Err(&model_path)).map_err(&load_err)?),
+        };
+        let quiet_threads = settings.onnx_quiet_intra_threads;
+        let quiet = if quiet_threads > threads {
+            let split = matches!(model, Model::Split(_));
+            Some(quiet_model(&voice.id, &model_path, quiet_threads, split).map_err(&load_err)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            voice,
+            config,
+            model,
+            quiet,
+            quiet_next: false,
+            windows_decoded: 0,
+            quiet_chunks: 0,
+        })
+    }
+
+    /// How this instance decodes.
+    #[cfg(test)]
+    pub(super) fn mode(&self) -> super::DecoderMode {
+        match self.model {
+            Model::Whole(_) => DecoderMode::Whole,
+            Model::Split(_) => DecoderMode::Streaming,
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn quiet_chunks(&self) -> u64 {
+        self.quiet_chunks
+    }
+
+    #[cfg(test)]
+    pub(super) fn windows_decoded(&self) -> u64 {
+        self.windows_decoded
+    }
+
+    /// Runs `ids` through the quiet sessions when this chunk may and they are free, else through the
+    /// instance's own.
+    fn infer(&mut self, ids: Vec<i64>, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), Failure> {
+        let scales = [
+            self.config.noise_scale,
+            self.config.length_scale,
+            self.config.noise_w,
+        ];
+        let feeds = feeds(&self.config, ids, scales).map_err(Failure::Inference)?;
+        let quiet = match (&self.quiet, std::mem::take(&mut self.quiet_next)) {
+            (Some(quiet), true) => quiet.try_lock().ok(),
+            _ => None,
+        };
+        match quiet {
+            Some(mut model) => {
+                self.quiet_chunks += 1;
+                run(&mut model, feeds, sink, &mut self.windows_decoded)
+            }
+            None => run(&mut self.model, feeds, sink, &mut self.windows_decoded),
+        }
+    }
+}
+
+/// Runs one chunk through `model`, handing PCM to `sink` window by window (or all at once, whole).
+fn run(
+    model: &mut Model,
+    feeds: Vec<(String, DynTensor)>,
+    sink: &mut dyn FnMut(&[i16]) -> Flow,
+    windows_decoded: &mut u64,
+) -> Result<(), Failure> {
+    let failed = |e: ort::Error| Failure::Inference(e.to_string());
+    match model {
+        Model::Whole(session) => {
+            let outputs = session.run(feeds).map_err(failed)?;
+            let (_, audio) = outputs["output"].try_extract_tensor::<f32>().map_err(failed)?;
+            emit(audio, sink)
+        }
+        Model::Split(sessions) => {
+            let latent = sessions.encode(feeds).map_err(Failure::Inference)?;
+            for window in stream::windows(latent.frames(), FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES) {
+                let audio = sessions
+                    .decode(&latent, window, OVERLAP_FRAMES)
+                    .map_err(Failure::Inference)?;
+                *windows_decoded += 1;
+                emit(&audio, sink)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+enum Failure {
+    Cancelled,
+    Inference(String),
+}
+
+/// Hands `audio` to the sink as 16-bit PCM in pieces, stopping when the sink says so.
+fn emit(audio: &[f32], sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), Failure> {
+    let mut pcm = Vec::with_capacity(PIECE_SAMPLES);
+    for piece in audio.chunks(PIECE_SAMPLES) {
+        pcm.clear();
+        pcm.extend(
+            piece
+                .iter()
+                .map(|s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16),
+        );
+        if sink(&pcm) == Flow::Stop {
+            return Err(Failure::Cancelled);
+        }
+    }
+    Ok(())
+}
+
+impl Engine for PiperEngine {
+    fn voice(&self) -> &VoiceInfo {
+        &self.voice
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.config.sample_rate
+    }
+
+    fn set_quiet(&mut self, quiet: bool) {
+        self.quiet_next = quiet;
+    }
+
+    fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
+        let clauses = phonemize_ipa(text, &self.config.espeak_voice)?;
+        let phonemised = started.elapsed();
+        let phonemes = clauses.join(" ");
+        if phonemes.trim().is_empty() {
+            return Ok(());
+        }
+        let (ids, missing) = self.config.phoneme_ids(&phonemes);
+        if missing > 0 {
+            tracing::debug!(voice = %self.voice.id, missing, "Skipped phonemes the voice does not know.");
+        }
+        let (windows_before, quiet_before) = (self.windows_decoded, self.quiet_chunks);
+        let outcome = self.infer(ids, sink);
+        tracing::debug!(
+            voice = %self.voice.id,
+            phonemize_ms = phonemised.as_secs_f64() * 1e3,
+            inference_ms = (started.elapsed() - phonemised).as_secs_f64() * 1e3,
+            windows = self.windows_decoded - windows_before,
+            quiet = self.quiet_chunks > quiet_before,
+            "Piper inference done."
+        );
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Failure::Cancelled) => Err(EngineError::Cancelled),
+            Err(Failure::Inference(reason)) => Err(EngineError::Inference {
+                voice: self.voice.id.clone(),
+                reason,
+            }),
+        }
+    }
+}

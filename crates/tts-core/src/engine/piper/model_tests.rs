@@ -1,0 +1,236 @@
+//! The streaming decoder against the shipped voice (`scripts/fetch-assets.sh` puts it in `.cache/`).
+
+use std::path::{Path, PathBuf};
+
+use super::engine::PiperEngine;
+use super::stream::{self, OVERLAP_FRAMES, SplitSessions};
+use super::{DecoderMode, PiperVoiceConfig, init_onnx_runtime, piper_decoder_modes, split};
+use crate::engine::{Engine, EngineError, EngineSettings, Flow, PiperNoise};
+use crate::voices::{EngineKind, VoiceInfo};
+
+const PARAGRAPH: &str = "Our service turns short pieces of text into speech for phone menus and alerts. Each \
+    request carries a voice name and the words to say, and the answer streams back as audio. When traffic \
+    rises, operators watch the latency graphs and the queue depth before adding machines.";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shipped_model() -> PathBuf {
+    let model = root().join(".cache/voices/en_US-joe-medium.onnx");
+    assert!(
+        model.is_file(),
+        "{} is missing (run scripts/fetch-assets.sh)",
+        model.display()
+    );
+    init_onnx_runtime(&root().join(".cache/ort/libonnxruntime.so.1.32.0")).unwrap();
+    model
+}
+
+fn voice(id: &str, model: &Path) -> VoiceInfo {
+    VoiceInfo {
+        id: id.into(),
+        engine: EngineKind::Piper,
+        language: "en-us".into(),
+        sample_rate: 22_050,
+        model_path: Some(model.to_path_buf()),
+        espeak_voice: "en-us".into(),
+    }
+}
+
+/// Deterministic synthesis (no sampling noise), one intra-op thread.
+fn settings() -> EngineSettings {
+    EngineSettings {
+        onnx_intra_threads: 1,
+        onnx_quiet_intra_threads: 1,
+        piper_noise: Some(PiperNoise {
+            noise_scale: 0.0,
+            noise_w: 0.0,
+        }),
+    }
+}
+
+fn synthesize(engine: &mut PiperEngine, text: &str) -> Vec<f32> {
+    let mut pcm = Vec::new();
+    engine
+        .synthesize(text, &mut |piece| {
+            pcm.extend(piece.iter().map(|&s| f32::from(s) / 32768.0));
+            Flow::Continue
+        })
+        .unwrap();
+    pcm
+}
+
+/// A copy of the shipped voice whose decoder cannot be found: `dec.conv_pre` renamed (same length, so the
+/// protobuf stays valid) in its node name and in its weight's name.
+fn unsplittable_copy(model: &Path, dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(model).unwrap();
+    let mut renamed = 0;
+    for (from, to) in [
+        (&b"dec/conv_pre"[..], &b"dec/conv_prX"[..]),
+        (b"dec.conv_pre", b"dec.conv_prX"),
+    ] {
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(from.len()).position(|w| w == from) {
+            bytes[at + i..at + i + to.len()].copy_from_slice(to);
+            at += i + to.len();
+            renamed += 1;
+        }
+    }
+    assert!(renamed >= 3, "renamed {renamed} occurrences");
+    let copy = dir.join("unsplittable.onnx");
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::copy(
+        model.with_extension("onnx.json"),
+        copy.with_extension("onnx.json"),
+    )
+    .unwrap();
+    copy
+}
+
+#[test]
+fn the_shipped_voice_splits_at_its_decoder_and_windows_need_their_overlap() {
+    let model = shipped_model();
+    let bytes = std::fs::read(&model).unwrap();
+    let parts = split::split(&bytes).unwrap();
+    assert_eq!(parts.latent, "/Mul_7_output_0");
+    assert!(parts.extra.is_empty(), "{:?}", parts.extra);
+    // Every initializer lands in one part or the other (a few small shared constants in both).
+    let total = parts.encoder.len() + parts.decoder.len();
+    assert!(
+        total >= bytes.len() - 1024 && total < bytes.len() + 64 * 1024,
+        "{total} vs {}",
+        bytes.len()
+    );
+
+    let mut sessions = SplitSessions {
+        encoder: super::engine::session(1, Ok(&parts.encoder)).unwrap(),
+        decoder: super::engine::session(1, Ok(&parts.decoder)).unwrap(),
+        latent: parts.latent,
+        extra: parts.extra,
+    };
+    let config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).unwrap();
+    let (ids, _) = config.phoneme_ids("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ.");
+    let feeds = super::engine::feeds(&config, ids, [0.0, 1.0, 0.0]).unwrap();
+    let latent = sessions.encode(feeds).unwrap();
+    assert!(latent.frames() > 60, "{} frames", latent.frames());
+    let whole = sessions.decode(&latent, (0, latent.frames()), 0).unwrap();
+    let windowed = |overlap: usize, sessions: &mut SplitSessions| -> Vec<f32> {
+        stream::windows(latent.frames(), 16, 32)
+            .into_iter()
+            .flat_map(|w| sessions.decode(&latent, w, overlap).unwrap())
+            .collect()
+    };
+    let with_overlap = stream::snr_db(&whole, &windowed(OVERLAP_FRAMES, &mut sessions));
+    let without = stream::snr_db(&whole, &windowed(0, &mut sessions));
+    eprintln!(
+        "windowed vs whole decoder: {with_overlap:.1} dB with {OVERLAP_FRAMES} frames of overlap, {without:.1} dB without"
+    );
+    assert!(
+        with_overlap >= 30.0,
+        "{with_overlap:.1} dB with {OVERLAP_FRAMES} frames of overlap"
+    );
+    assert!(
+        without < 30.0,
+        "{without:.1} dB without overlap: the seams should show"
+    );
+}
+
+#[test]
+fn streamed_audio_equals_the_whole_graph_and_an_unsplittable_voice_runs_whole_and_says_so() {
+    let model = shipped_model();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = unsplittable_copy(&model, dir.path());
+    let mut streaming = PiperEngine::load(voice("test-streaming", &model), &settings()).unwrap();
+    let mut whole = PiperEngine::load(voice("test-whole", &copy), &settings()).unwrap();
+    assert_eq!(streaming.mode(), DecoderMode::Streaming);
+    assert_eq!(whole.mode(), DecoderMode::Whole);
+    let modes = piper_decoder_modes();
+    assert!(
+        modes.contains(&("test-streaming".into(), DecoderMode::Streaming)),
+        "{modes:?}"
+    );
+    assert!(
+        modes.contains(&("test-whole".into(), DecoderMode::Whole)),
+        "{modes:?}"
+    );
+
+    let text = "Please hold while I check the schedule for tomorrow morning.";
+    let streamed = synthesize(&mut streaming, text);
+    let reference = synthesize(&mut whole, text);
+    assert!(
+        streaming.windows_decoded() >= 3,
+        "{} windows",
+        streaming.windows_decoded()
+    );
+    assert_eq!(whole.windows_decoded(), 0);
+    assert!(reference.len() > 22_050, "{} samples", reference.len());
+    let snr = stream::snr_db(&reference, &streamed);
+    eprintln!("streamed vs whole graph (16-bit PCM): {snr:.1} dB");
+    assert!(
+        snr >= 30.0,
+        "streamed vs whole: {snr:.1} dB ({} vs {} samples)",
+        streamed.len(),
+        reference.len()
+    );
+}
+
+#[test]
+fn a_quiet_first_chunk_runs_on_the_shared_multi_threaded_sessions_and_sounds_the_same() {
+    let model = shipped_model();
+    let quiet_settings = EngineSettings {
+        onnx_quiet_intra_threads: 2,
+        ..settings()
+    };
+    let mut a = PiperEngine::load(voice("test-quiet", &model), &quiet_settings).unwrap();
+    let mut b = PiperEngine::load(voice("test-quiet", &model), &quiet_settings).unwrap();
+    let text = "The quick brown fox jumps over the lazy dog.";
+    let own = synthesize(&mut a, text);
+    assert_eq!(a.quiet_chunks(), 0);
+    a.set_quiet(true);
+    let quiet = synthesize(&mut a, text);
+    assert_eq!(a.quiet_chunks(), 1);
+    // The hint covers one chunk only.
+    synthesize(&mut a, text);
+    assert_eq!(a.quiet_chunks(), 1);
+    let snr = stream::snr_db(&own, &quiet);
+    assert!(snr >= 30.0, "quiet vs own sessions: {snr:.1} dB");
+    // A second instance of the voice shares the same quiet sessions.
+    b.set_quiet(true);
+    synthesize(&mut b, text);
+    assert_eq!(b.quiet_chunks(), 1);
+    // Without `onnx_quiet_intra_threads` above `onnx_intra_threads` the hint changes nothing.
+    let mut plain = PiperEngine::load(voice("test-plain", &model), &settings()).unwrap();
+    plain.set_quiet(true);
+    synthesize(&mut plain, text);
+    assert_eq!(plain.quiet_chunks(), 0);
+}
+
+#[test]
+fn a_stop_during_the_first_window_stops_before_the_next_window() {
+    let model = shipped_model();
+    let mut engine = PiperEngine::load(voice("test-stop", &model), &settings()).unwrap();
+    let mut pieces = 0;
+    let outcome = engine.synthesize(PARAGRAPH, &mut |_| {
+        pieces += 1;
+        Flow::Stop
+    });
+    assert!(matches!(outcome, Err(EngineError::Cancelled)), "{outcome:?}");
+    assert_eq!(pieces, 1);
+    assert_eq!(engine.windows_decoded(), 1);
+
+    // The same text uncancelled needs several windows, so the stop above did cut it short.
+    let mut samples = 0usize;
+    engine
+        .synthesize(PARAGRAPH, &mut |piece| {
+            samples += piece.len();
+            Flow::Continue
+        })
+        .unwrap();
+    assert!(
+        engine.windows_decoded() >= 5,
+        "{} windows",
+        engine.windows_decoded()
+    );
+    assert!(samples > 10 * 22_050, "{samples} samples");
+}
