@@ -6,24 +6,25 @@
 //! status code), and body bytes follow as the engine makes them, unpaced. A client that closes the
 //! connection drops the body stream, which drops the utterance and cancels its synthesis.
 
+mod body;
 mod encode;
 mod error;
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tts_core::voices::VoiceInfo;
 
 use crate::GatewayState;
-use crate::metrics::{ApiOutcome, Transport};
+use crate::metrics::Transport;
 use crate::session::OwnedPermit;
-use crate::utterance::{FirstAudioClock, Output, Utterance, UtteranceSpec};
+use crate::utterance::{Output, Utterance, UtteranceSpec};
+use body::SpeechBody;
 use encode::{Encoder, Format, SUPPORTED_FORMATS};
 pub(crate) use error::ApiError;
 
@@ -266,30 +267,7 @@ async fn start(
     utterance.push_text(&speech.input, true, read_at);
     let encoder = Encoder::new(speech.format, speech.rate)
         .map_err(|e| ApiError::Engine(format!("cannot resample to {} Hz: {e}", speech.rate)))?;
-    let mut pending = Vec::new();
-    loop {
-        match utterance.next().await {
-            Some(output @ Output::Audio { .. }) => {
-                pending.push(output);
-                break;
-            }
-            Some(Output::Failed(failure)) => {
-                return Err(match failure {
-                    crate::utterance::Failure::Engine(message) => ApiError::Engine(message),
-                    other => ApiError::Overloaded(other.to_string()),
-                });
-            }
-            // A chunk with no audio (punctuation only) or no audio at all: the body is just the header.
-            Some(other @ (Output::ChunkEnd | Output::Done(_))) => {
-                let done = matches!(other, Output::Done(_));
-                pending.push(other);
-                if done {
-                    break;
-                }
-            }
-            None => return Err(ApiError::Engine("synthesis ended unexpectedly".into())),
-        }
-    }
+    let pending = until_first_audio(&mut utterance).await?;
     let content_type = if speech.sse {
         "text/event-stream"
     } else {
@@ -328,154 +306,31 @@ async fn start(
     Ok(response)
 }
 
-/// The response body's state: the utterance, the encoder, and what the request is counted as.
-struct SpeechBody {
-    state: Arc<GatewayState>,
-    utterance: Utterance,
-    encoder: Encoder,
-    /// Outputs read before the response started.
-    pending: std::collections::VecDeque<Output>,
-    sse: bool,
-    voice: Arc<VoiceInfo>,
-    characters: usize,
-    read_at: Instant,
-    first_byte_at: Option<Instant>,
-    request_id: Arc<str>,
-    span: tracing::Span,
-    /// Set when the body ends on its own; still `None` when dropped means the client went away.
-    outcome: Option<ApiOutcome>,
-    _permit: OwnedPermit,
-}
-
-/// One step of the body: bytes to send, or the end.
-enum Step {
-    Bytes(Bytes),
-    Nothing,
-    End,
-}
-
-impl SpeechBody {
-    fn into_stream(self) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
-        stream::unfold(Some(self), |body| async move {
-            let mut body = body?;
-            loop {
-                match body.step().await {
-                    Step::Bytes(bytes) => return Some((Ok(bytes), Some(body))),
-                    Step::Nothing => {}
-                    Step::End => return None,
+/// Reads outputs up to the first audio (or the end, for text without any), so that a failure before it
+/// is still a status code.
+async fn until_first_audio(utterance: &mut Utterance) -> Result<Vec<Output>, ApiError> {
+    let mut pending = Vec::new();
+    loop {
+        match utterance.next().await {
+            Some(output @ Output::Audio { .. }) => {
+                pending.push(output);
+                return Ok(pending);
+            }
+            Some(Output::Failed(failure)) => {
+                return Err(match failure {
+                    crate::utterance::Failure::Engine(message) => ApiError::Engine(message),
+                    other => ApiError::Overloaded(other.to_string()),
+                });
+            }
+            // A chunk with no audio (punctuation only) or no audio at all: the body is just the header.
+            Some(other @ (Output::ChunkEnd | Output::Done(_))) => {
+                let done = matches!(other, Output::Done(_));
+                pending.push(other);
+                if done {
+                    return Ok(pending);
                 }
             }
-        })
-    }
-
-    async fn step(&mut self) -> Step {
-        let output = match self.pending.pop_front() {
-            Some(output) => Some(output),
-            None if self.outcome.is_some() => return Step::End,
-            None => self.utterance.next().await,
-        };
-        match output {
-            Some(Output::Audio { samples, first }) => match self.encoder.audio(&samples) {
-                Ok(bytes) => self.send(bytes, first),
-                Err(error) => self.fail(format!("cannot resample: {error}")),
-            },
-            Some(Output::ChunkEnd) => match self.encoder.end_of_chunk() {
-                Ok(bytes) => self.send(bytes, None),
-                Err(error) => self.fail(format!("cannot resample: {error}")),
-            },
-            Some(Output::Done(summary)) => {
-                self.outcome = Some(ApiOutcome::Completed);
-                // An utterance without audio still sends its header.
-                let header = self.encoder.audio(&[]).unwrap_or_default();
-                let header = if header.is_empty() {
-                    Step::Nothing
-                } else {
-                    self.send(header, None)
-                };
-                let timings = self.finish(summary.finished_at, summary.chunks);
-                match (self.sse, header) {
-                    (true, Step::Bytes(header)) => {
-                        let mut bytes = header.to_vec();
-                        bytes.extend_from_slice(&encode::sse_done(self.characters, timings));
-                        Step::Bytes(bytes.into())
-                    }
-                    (true, _) => Step::Bytes(encode::sse_done(self.characters, timings)),
-                    (false, header) => header,
-                }
-            }
-            Some(Output::Failed(failure)) => self.fail(failure.to_string()),
-            None => self.fail("synthesis ended unexpectedly".into()),
-        }
-    }
-
-    /// Wraps audio bytes for the stream format and closes the first-audio clock on the first bytes.
-    fn send(&mut self, bytes: Bytes, first: Option<FirstAudioClock>) -> Step {
-        if bytes.is_empty() {
-            return Step::Nothing;
-        }
-        let now = Instant::now();
-        if self.first_byte_at.is_none() {
-            self.first_byte_at = Some(now);
-        }
-        if let Some(clock) = first {
-            let total = clock.record(&self.state.metrics, &self.voice, Transport::Http, now);
-            tracing::debug!(parent: &self.span, first_audio_ms = total.as_secs_f64() * 1000.0, "First audio sent.");
-        }
-        if self.sse {
-            Step::Bytes(encode::sse_delta(&bytes))
-        } else {
-            Step::Bytes(bytes)
-        }
-    }
-
-    /// Synthesis failed after the response started: SSE gets an error event; a raw body is cut short,
-    /// which the client sees as an incomplete chunked response.
-    fn fail(&mut self, message: String) -> Step {
-        self.outcome = Some(ApiOutcome::Failed);
-        self.state
-            .metrics
-            .api_request(Transport::Http, ApiOutcome::Failed);
-        tracing::warn!(parent: &self.span, request_id = %self.request_id, error = %message, "Speech request failed mid-stream.");
-        if self.sse {
-            Step::Bytes(encode::sse_error(&message))
-        } else {
-            Step::End
-        }
-    }
-
-    /// Counts and logs the completed request; returns ttsd's server-side timings for SSE clients.
-    fn finish(&mut self, synthesis_done: Instant, chunks: usize) -> serde_json::Value {
-        self.state
-            .metrics
-            .api_request(Transport::Http, ApiOutcome::Completed);
-        let ms = |at: Instant| at.saturating_duration_since(self.read_at).as_secs_f64() * 1000.0;
-        let first_byte_ms = self.first_byte_at.map(ms);
-        let synthesis_done_ms = ms(synthesis_done);
-        tracing::info!(
-            parent: &self.span,
-            request_id = %self.request_id,
-            first_byte_ms,
-            synthesis_done_ms,
-            chunks,
-            audio_seconds = self.encoder.seconds(),
-            "Speech request finished."
-        );
-        serde_json::json!({
-            "request_id": &*self.request_id,
-            "first_byte_ms": first_byte_ms,
-            "synthesis_done_ms": synthesis_done_ms,
-            "chunks": chunks,
-            "audio_seconds": self.encoder.seconds(),
-        })
-    }
-}
-
-impl Drop for SpeechBody {
-    fn drop(&mut self) {
-        if self.outcome.is_none() {
-            self.state
-                .metrics
-                .api_request(Transport::Http, ApiOutcome::Cancelled);
+            None => return Err(ApiError::Engine("synthesis ended unexpectedly".into())),
         }
     }
 }

@@ -58,7 +58,7 @@ fn info(state: &GatewayState) -> Value {
         "asr": [], "tts": [{
             "name": "ttsd",
             "description": "ttsd realtime streaming text-to-speech",
-            "attribution": {"name": "ttsd", "url": "https://github.com/rhasspy/piper"},
+            "attribution": {"name": "ttsd", "url": ""},
             "installed": true,
             "version": env!("CARGO_PKG_VERSION"),
             "voices": voices,

@@ -207,23 +207,15 @@ impl Connection {
             Ok(voice) => voice,
             Err(message) => return self.refuse("unknown_voice", &message).await,
         };
-        let characters = text.map_or(0, |t| t.chars().count());
-        if let Some(text) = text {
-            if text.trim().is_empty() {
-                return self.refuse("empty_text", "text is empty").await;
-            }
-            if characters > self.state.config.max_text_chars {
-                let message = format!(
-                    "text is {characters} characters; the limit is {}",
-                    self.state.config.max_text_chars
-                );
-                return self.reject(ApiOutcome::TooLong, "text_too_long", &message).await;
-            }
-        }
+        let characters = match text.map(|t| self.check_text(t)).transpose() {
+            Ok(characters) => characters.unwrap_or(0),
+            Err((outcome, code, message)) => return self.reject(outcome, code, &message).await,
+        };
         let Some(permit) = OwnedPermit::try_new(&self.state) else {
             let message = "the server is at its limit of concurrent sessions and requests";
             return self.reject(ApiOutcome::Overloaded, "overloaded", message).await;
         };
+        // The voice's own rate, as wyoming-piper sends; 48 kHz for a rate the resampler does not take.
         let resampler = StreamResampler::between(OUTPUT_SAMPLE_RATE, voice.sample_rate)
             .or_else(|_| StreamResampler::between(OUTPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE));
         let Ok(resampler) = resampler else {
@@ -256,6 +248,20 @@ impl Connection {
             _permit: permit,
         });
         Ok(())
+    }
+
+    /// A `synthesize` text's length in characters, or why it is refused.
+    fn check_text(&self, text: &str) -> Result<usize, (ApiOutcome, &'static str, String)> {
+        if text.trim().is_empty() {
+            return Err((ApiOutcome::BadRequest, "empty_text", "text is empty".into()));
+        }
+        let characters = text.chars().count();
+        let limit = self.state.config.max_text_chars;
+        if characters > limit {
+            let message = format!("text is {characters} characters; the limit is {limit}");
+            return Err((ApiOutcome::TooLong, "text_too_long", message));
+        }
+        Ok(characters)
     }
 
     async fn chunk(&mut self, text: &str) -> Result<(), Gone> {
@@ -334,7 +340,7 @@ impl Connection {
                 return Ok(());
             };
             let samples: Vec<i16> = active.buffered.drain(..take).collect();
-            let format = json!({"rate": active.voice.sample_rate, "width": 2, "channels": 1});
+            let format = audio_format(&active.resampler);
             if !active.audio_open {
                 active.audio_open = true;
                 self.write("audio-start", Some(&format), None).await?;
@@ -363,7 +369,7 @@ impl Connection {
         let Some(active) = self.active.take() else {
             return Ok(());
         };
-        let format = json!({"rate": active.voice.sample_rate, "width": 2, "channels": 1});
+        let format = audio_format(&active.resampler);
         if active.audio_open {
             self.write("audio-stop", None, None).await?;
         } else if !active.streaming {
@@ -409,6 +415,11 @@ impl Connection {
             _ => Err(Gone),
         }
     }
+}
+
+/// `rate`, `width`, `channels` of the audio events: 16-bit mono at the resampler's output rate.
+fn audio_format(resampler: &StreamResampler) -> Value {
+    json!({"rate": resampler.output_rate(), "width": 2, "channels": 1})
 }
 
 /// The active synthesis's next output (only polled while there is one).
