@@ -160,91 +160,104 @@ fn percent_encode(text: &str) -> String {
 /// must exist for the expression to mean anything. Function names, keywords, label lists after `by`,
 /// `on`, `without`, `ignoring` and `group_left`/`group_right`, strings, numbers and durations are skipped.
 pub fn selectors(expr: &str) -> Vec<String> {
-    const KEYWORDS: [&str; 14] = [
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "offset",
-        "inf",
-        "nan",
-        "atan2",
-    ];
-    /// Aggregations may put `by (…)` between their name and their argument.
-    const AGGREGATIONS: [&str; 12] = [
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "count",
-        "stddev",
-        "stdvar",
-        "topk",
-        "bottomk",
-        "quantile",
-        "count_values",
-        "group",
-    ];
     let chars: Vec<char> = expr.chars().collect();
     let mut found: Vec<String> = Vec::new();
     let mut i = 0;
     let mut skip_label_list = false;
     while i < chars.len() {
         let c = chars[i];
-        if c == '"' || c == '\'' {
-            i = skip_string(&chars, i);
-        } else if c == '[' {
-            i = chars[i..]
-                .iter()
-                .position(|&c| c == ']')
-                .map_or(chars.len(), |p| i + p + 1);
-        } else if c == '(' && skip_label_list {
-            i = chars[i..]
-                .iter()
-                .position(|&c| c == ')')
-                .map_or(chars.len(), |p| i + p + 1);
-            skip_label_list = false;
-        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
+        i = match c {
+            '"' | '\'' => skip_string(&chars, i),
+            '[' => skip_past(&chars, i, ']'),
+            '(' if skip_label_list => {
+                skip_label_list = false;
+                skip_past(&chars, i, ')')
             }
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
-            {
-                i += 1;
+            _ if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) => {
+                skip_while(&chars, i, |c| c.is_ascii_alphanumeric() || c == '.')
             }
-            let word: String = chars[start..i].iter().collect();
-            let next = chars[i..].iter().find(|c| !c.is_whitespace()).copied();
-            if KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
-                skip_label_list = matches!(
-                    word.as_str(),
-                    "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
-                );
-            } else if next == Some('(') || AGGREGATIONS.contains(&word.as_str()) {
-                // A function or aggregation call.
-            } else {
-                let mut selector = word;
-                if chars.get(i) == Some(&'{') {
-                    let end = matcher_end(&chars, i);
-                    selector.extend(&chars[i..end]);
-                    i = end;
-                }
-                if !found.contains(&selector) {
-                    found.push(selector);
+            _ if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let end = skip_while(&chars, i, |c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+                let word: String = chars[i..end].iter().collect();
+                match Word::of(&word, chars[end..].iter().find(|c| !c.is_whitespace())) {
+                    Word::LabelListKeyword => {
+                        skip_label_list = true;
+                        end
+                    }
+                    Word::Other => end,
+                    Word::Metric => {
+                        let close = if chars.get(end) == Some(&'{') {
+                            matcher_end(&chars, end)
+                        } else {
+                            end
+                        };
+                        let selector: String = chars[i..close].iter().collect();
+                        if !found.contains(&selector) {
+                            found.push(selector);
+                        }
+                        close
+                    }
                 }
             }
-        } else {
-            i += 1;
-        }
+            _ => i + 1,
+        };
     }
     found
+}
+
+/// What an identifier in an expression is.
+enum Word {
+    /// `by`, `on`…: a parenthesised list of label names follows.
+    LabelListKeyword,
+    /// A metric name.
+    Metric,
+    /// A keyword, a function or an aggregation.
+    Other,
+}
+
+impl Word {
+    fn of(word: &str, next: Option<&char>) -> Self {
+        const LABEL_LISTS: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+        const KEYWORDS: [&str; 8] = ["and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"];
+        /// Aggregations may put `by (…)` between their name and their argument.
+        const AGGREGATIONS: [&str; 12] = [
+            "sum",
+            "min",
+            "max",
+            "avg",
+            "count",
+            "stddev",
+            "stdvar",
+            "topk",
+            "bottomk",
+            "quantile",
+            "count_values",
+            "group",
+        ];
+        let lower = word.to_ascii_lowercase();
+        if LABEL_LISTS.contains(&lower.as_str()) {
+            Word::LabelListKeyword
+        } else if KEYWORDS.contains(&lower.as_str()) || AGGREGATIONS.contains(&word) || next == Some(&'(') {
+            Word::Other
+        } else {
+            Word::Metric
+        }
+    }
+}
+
+fn skip_while(chars: &[char], start: usize, keep: impl Fn(char) -> bool) -> usize {
+    chars[start..]
+        .iter()
+        .position(|&c| !keep(c))
+        .map_or(chars.len(), |p| start + p)
+}
+
+/// Index just past the first `close` at or after `start`.
+fn skip_past(chars: &[char], start: usize, close: char) -> usize {
+    chars[start..]
+        .iter()
+        .position(|&c| c == close)
+        .map_or(chars.len(), |p| start + p + 1)
 }
 
 fn skip_string(chars: &[char], start: usize) -> usize {
