@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -86,7 +86,9 @@ pub(crate) struct ServeArgs {
     /// Discover remote workers registered in this Redis, e.g. redis://127.0.0.1:6379.
     #[arg(long)]
     redis: Option<String>,
-    /// Serve `POST /test/freeze-heartbeats` on the admin port, so tests can make liveness fail.
+    /// Serve `POST /test/freeze-heartbeats` and `POST /test/slow-engine` (body: milliseconds added before
+    /// every chunk reaches the engines) on the admin port, so tests can make liveness fail and measure how
+    /// fast the alert engine notices a slowed engine. Off by default.
     #[arg(long, hide = true)]
     test_hooks: bool,
     #[command(flatten)]
@@ -400,11 +402,18 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let admin_addr = admin.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut registry = Registry::default();
-    let (catalog, backend) = if config.workers.remote() {
+    let (catalog, mut backend) = if config.workers.remote() {
         remote_backend(&config, &mut registry, shutdown_rx.clone())?
     } else {
         local_backend(&config, &mut registry).await?
     };
+    let slow_engine = Arc::new(AtomicU64::new(0));
+    if test_hooks {
+        backend.synthesizer = Arc::new(Slowed {
+            inner: backend.synthesizer.clone(),
+            delay_ms: slow_engine.clone(),
+        });
+    }
     let default_voice = catalog
         .get(&config.server.default_voice)
         .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
@@ -460,6 +469,25 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let mut admin_router = tts_telemetry::router_with(admin_state, alert_routes.0, alert_routes.1);
     if test_hooks {
         let heartbeats = telemetry.heartbeats.clone();
+        let slow = slow_engine.clone();
+        admin_router = admin_router.route(
+            "/test/slow-engine",
+            axum::routing::post(move |body: String| {
+                let slow = slow.clone();
+                async move {
+                    match body.trim().parse::<u64>() {
+                        Ok(ms) => {
+                            slow.store(ms, Ordering::Relaxed);
+                            (axum::http::StatusCode::OK, format!("slowed by {ms} ms\n"))
+                        }
+                        Err(_) => (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            "body: milliseconds\n".to_owned(),
+                        ),
+                    }
+                }
+            }),
+        );
         admin_router = admin_router.route(
             "/test/freeze-heartbeats",
             axum::routing::post(move || {
@@ -517,6 +545,42 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let _ = tokio::task::spawn_blocking(tts_telemetry::profiling::flush_section_profiles).await;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Test hook (`--test-hooks` only): delays every chunk before it reaches the engines, as a slowed engine
+/// would, so first audio and chunk latency rise by `delay_ms`.
+struct Slowed {
+    inner: Arc<dyn Synthesizer>,
+    delay_ms: Arc<AtomicU64>,
+}
+
+impl Synthesizer for Slowed {
+    fn submit(&self, job: tts_core::pool::Job) -> Result<(), tts_core::pool::SubmitError> {
+        let ms = self.delay_ms.load(Ordering::Relaxed);
+        if ms == 0 {
+            return self.inner.submit(job);
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if let Err(error) = inner.submit(job) {
+                tracing::warn!(error = %error, "A slowed chunk was refused.");
+            }
+        });
+        Ok(())
+    }
+
+    fn control(&self, session_id: &Arc<str>, command: tts_gateway::Command) {
+        self.inner.control(session_id, command);
+    }
+
+    fn end_session(&self, session_id: &Arc<str>) {
+        self.inner.end_session(session_id);
+    }
+
+    fn stats(&self) -> tts_core::pool::PoolStats {
+        self.inner.stats()
+    }
 }
 
 /// The gateway's signals and rules, and the backend's health checks, for the alert engine.
