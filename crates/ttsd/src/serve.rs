@@ -23,6 +23,10 @@ use tts_telemetry::{
 
 use crate::config::Config;
 
+mod alerting;
+
+use self::alerting::{Slowed, alert_watch, slow_engine_route, watched_remote};
+
 /// Flags `serve` and `worker` share.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CommonArgs {
@@ -364,24 +368,7 @@ fn remote_backend(
 ) -> anyhow::Result<(Arc<VoiceCatalog>, Backend)> {
     let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
     let remote = RemoteWorkers::start(config.workers.remote_config(), registry, shutdown)?;
-    let mut watched: Vec<Watched> = Vec::new();
-    for (address, check) in remote.worker_checks() {
-        let scope = tts_alerts::Scope::from([("worker".to_owned(), address)]);
-        watched.push((
-            "WorkerUnavailable",
-            scope,
-            check,
-            "A remote worker fails its gRPC health check.",
-        ));
-    }
-    for check in remote.checks() {
-        let (name, summary) = match check.name() {
-            "workers" => ("NoActiveWorker", "No remote worker can take a session."),
-            "redis" => ("RedisUnreachable", "The worker registry in Redis is unreachable."),
-            _ => continue,
-        };
-        watched.push((name, tts_alerts::Scope::new(), check, summary));
-    }
+    let watched = watched_remote(&remote);
     let backend = Backend {
         checks: remote.checks(),
         synthesizer: Arc::new(remote),
@@ -470,24 +457,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     if test_hooks {
         let heartbeats = telemetry.heartbeats.clone();
         let slow = slow_engine.clone();
-        admin_router = admin_router.route(
-            "/test/slow-engine",
-            axum::routing::post(move |body: String| {
-                let slow = slow.clone();
-                async move {
-                    match body.trim().parse::<u64>() {
-                        Ok(ms) => {
-                            slow.store(ms, Ordering::Relaxed);
-                            (axum::http::StatusCode::OK, format!("slowed by {ms} ms\n"))
-                        }
-                        Err(_) => (
-                            axum::http::StatusCode::BAD_REQUEST,
-                            "body: milliseconds\n".to_owned(),
-                        ),
-                    }
-                }
-            }),
-        );
+        admin_router = admin_router.route("/test/slow-engine", slow_engine_route(slow));
         admin_router = admin_router.route(
             "/test/freeze-heartbeats",
             axum::routing::post(move || {
@@ -545,76 +515,6 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let _ = tokio::task::spawn_blocking(tts_telemetry::profiling::flush_section_profiles).await;
     tracing::info!("Stopped.");
     Ok(())
-}
-
-/// Test hook (`--test-hooks` only): delays every chunk before it reaches the engines, as a slowed engine
-/// would, so first audio and chunk latency rise by `delay_ms`.
-struct Slowed {
-    inner: Arc<dyn Synthesizer>,
-    delay_ms: Arc<AtomicU64>,
-}
-
-impl Synthesizer for Slowed {
-    fn submit(&self, job: tts_core::pool::Job) -> Result<(), tts_core::pool::SubmitError> {
-        let ms = self.delay_ms.load(Ordering::Relaxed);
-        if ms == 0 {
-            return self.inner.submit(job);
-        }
-        let inner = self.inner.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            if let Err(error) = inner.submit(job) {
-                tracing::warn!(error = %error, "A slowed chunk was refused.");
-            }
-        });
-        Ok(())
-    }
-
-    fn control(&self, session_id: &Arc<str>, command: tts_gateway::Command) {
-        self.inner.control(session_id, command);
-    }
-
-    fn end_session(&self, session_id: &Arc<str>) {
-        self.inner.end_session(session_id);
-    }
-
-    fn stats(&self) -> tts_core::pool::PoolStats {
-        self.inner.stats()
-    }
-}
-
-/// The gateway's signals and rules, and the backend's health checks, for the alert engine.
-fn alert_watch(
-    config: &Config,
-    metrics: &Arc<GatewayMetrics>,
-    backend: &Backend,
-    warm: &Arc<VoiceWarm>,
-) -> crate::alerts::Watch {
-    let alerts = &config.alerts;
-    let mut health_rules: Vec<tts_alerts::HealthRule> = backend
-        .watched
-        .iter()
-        .map(|(name, scope, check, summary)| alerts.health_rule(name, scope.clone(), check.clone(), summary))
-        .collect();
-    if backend.pool.is_some() {
-        let scope = tts_alerts::Scope::from([("voice".to_owned(), warm.voice.clone())]);
-        let check: Arc<dyn HealthCheck> = warm.clone();
-        health_rules.push(alerts.health_rule(
-            "DefaultVoiceNotWarm",
-            scope,
-            check,
-            "The default voice is not loaded and warm.",
-        ));
-    }
-    crate::alerts::Watch {
-        rules: tts_gateway::alerting::default_rules(),
-        anomaly_rules: tts_gateway::alerting::default_anomaly_rules(alerts.anomaly),
-        health_rules,
-        source: Arc::new(tts_gateway::alerting::GatewaySignals::new(
-            metrics.clone(),
-            backend.synthesizer.clone(),
-        )),
-    }
 }
 
 pub(crate) async fn wait_for_signal() {
