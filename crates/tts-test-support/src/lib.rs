@@ -1,7 +1,7 @@
-//! Test helpers for ttsd: runners for the real `ttsd` binary, a real `redis-server` and a real
-//! `prometheus`, a `/metrics` parser, a loopback HTTP client, an in-process OTLP receiver and audio
-//! checks, plus the protocol client of `tts-client` re-exported. Only tests use it: nothing here ships in
-//! the `ttsd` binary.
+//! Test helpers for ttsd: runners for the real `ttsd` binary, a real `redis-server`, a real `prometheus`
+//! and a real Alertmanager, a `/metrics` parser, a loopback HTTP client, an in-process OTLP receiver and
+//! audio checks, plus the protocol client of `tts-client` re-exported. Only tests use it: nothing here
+//! ships in the `ttsd` binary.
 
 mod alertmanager;
 mod http;

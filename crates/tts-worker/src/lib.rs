@@ -4,7 +4,6 @@
 //! - [`WorkerService`]: per-session state, the streaming Synthesize RPC, PAUSE/RESUME/STOP, model RPCs.
 //! - [`models`]: which voices are resident: loaded once, warmed, reference-counted, evicted when idle.
 //! - [`registry`]: the worker's registration in Redis, refreshed by heartbeat.
-//! - [`alerting`]: the signal and default rule the built-in alert engine watches on a worker.
 //! - [`alerting`]: the signals and default rules the built-in alert engine watches on a worker.
 //!
 //! It does not frame, pace or speak WebSocket (the gateway does), and never depends on the gateway.
