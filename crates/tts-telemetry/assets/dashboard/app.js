@@ -396,9 +396,8 @@
       });
       let view = chartViews.get(spec.id);
       if (!view) {
-        const fmt = (v) => (v >= 1000 ? (v / 1000).toFixed(1) + "k" : Number(v.toFixed(spec.digits || 2)).toString());
         view = new TtsCharts.LineChart(el.querySelector("canvas"), { thresholds: (spec.thresholds || [])
-          .filter((v) => v).map((value) => ({ value })), max: spec.max, format: fmt });
+          .filter((v) => v).map((value) => ({ value })), max: spec.max });
         chartViews.set(spec.id, view);
       }
       view.draw({ t, series }, windowMs);
