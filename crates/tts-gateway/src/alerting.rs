@@ -248,7 +248,7 @@ pub fn default_anomaly_rules(params: AnomalyParams) -> Vec<AnomalyRule> {
         rule(
             "UnderrunAnomaly",
             "underruns_per_minute",
-            0.5,
+            1.0,
             "Underruns depart from their usual rate.",
         ),
     ]

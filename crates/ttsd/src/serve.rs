@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +22,10 @@ use tts_telemetry::{
 };
 
 use crate::config::Config;
+
+mod alerting;
+
+use self::alerting::{Slowed, alert_watch, slow_engine_route, watched_remote};
 
 /// Flags `serve` and `worker` share.
 #[derive(Debug, clap::Args)]
@@ -86,7 +90,9 @@ pub(crate) struct ServeArgs {
     /// Discover remote workers registered in this Redis, e.g. redis://127.0.0.1:6379.
     #[arg(long)]
     redis: Option<String>,
-    /// Serve `POST /test/freeze-heartbeats` on the admin port, so tests can make liveness fail.
+    /// Serve `POST /test/freeze-heartbeats` and `POST /test/slow-engine` (body: milliseconds added before
+    /// every chunk reaches the engines) on the admin port, so tests can make liveness fail and measure how
+    /// fast the alert engine notices a slowed engine. Off by default.
     #[arg(long, hide = true)]
     test_hooks: bool,
     #[command(flatten)]
@@ -362,24 +368,7 @@ fn remote_backend(
 ) -> anyhow::Result<(Arc<VoiceCatalog>, Backend)> {
     let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
     let remote = RemoteWorkers::start(config.workers.remote_config(), registry, shutdown)?;
-    let mut watched: Vec<Watched> = Vec::new();
-    for (address, check) in remote.worker_checks() {
-        let scope = tts_alerts::Scope::from([("worker".to_owned(), address)]);
-        watched.push((
-            "WorkerUnavailable",
-            scope,
-            check,
-            "A remote worker fails its gRPC health check.",
-        ));
-    }
-    for check in remote.checks() {
-        let (name, summary) = match check.name() {
-            "workers" => ("NoActiveWorker", "No remote worker can take a session."),
-            "redis" => ("RedisUnreachable", "The worker registry in Redis is unreachable."),
-            _ => continue,
-        };
-        watched.push((name, tts_alerts::Scope::new(), check, summary));
-    }
+    let watched = watched_remote(&remote);
     let backend = Backend {
         checks: remote.checks(),
         synthesizer: Arc::new(remote),
@@ -400,11 +389,18 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let admin_addr = admin.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut registry = Registry::default();
-    let (catalog, backend) = if config.workers.remote() {
+    let (catalog, mut backend) = if config.workers.remote() {
         remote_backend(&config, &mut registry, shutdown_rx.clone())?
     } else {
         local_backend(&config, &mut registry).await?
     };
+    let slow_engine = Arc::new(AtomicU64::new(0));
+    if test_hooks {
+        backend.synthesizer = Arc::new(Slowed {
+            inner: backend.synthesizer.clone(),
+            delay_ms: slow_engine.clone(),
+        });
+    }
     let default_voice = catalog
         .get(&config.server.default_voice)
         .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
@@ -460,6 +456,8 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let mut admin_router = tts_telemetry::router_with(admin_state, alert_routes.0, alert_routes.1);
     if test_hooks {
         let heartbeats = telemetry.heartbeats.clone();
+        let slow = slow_engine.clone();
+        admin_router = admin_router.route("/test/slow-engine", slow_engine_route(slow));
         admin_router = admin_router.route(
             "/test/freeze-heartbeats",
             axum::routing::post(move || {
@@ -517,40 +515,6 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let _ = tokio::task::spawn_blocking(tts_telemetry::profiling::flush_section_profiles).await;
     tracing::info!("Stopped.");
     Ok(())
-}
-
-/// The gateway's signals and rules, and the backend's health checks, for the alert engine.
-fn alert_watch(
-    config: &Config,
-    metrics: &Arc<GatewayMetrics>,
-    backend: &Backend,
-    warm: &Arc<VoiceWarm>,
-) -> crate::alerts::Watch {
-    let alerts = &config.alerts;
-    let mut health_rules: Vec<tts_alerts::HealthRule> = backend
-        .watched
-        .iter()
-        .map(|(name, scope, check, summary)| alerts.health_rule(name, scope.clone(), check.clone(), summary))
-        .collect();
-    if backend.pool.is_some() {
-        let scope = tts_alerts::Scope::from([("voice".to_owned(), warm.voice.clone())]);
-        let check: Arc<dyn HealthCheck> = warm.clone();
-        health_rules.push(alerts.health_rule(
-            "DefaultVoiceNotWarm",
-            scope,
-            check,
-            "The default voice is not loaded and warm.",
-        ));
-    }
-    crate::alerts::Watch {
-        rules: tts_gateway::alerting::default_rules(),
-        anomaly_rules: tts_gateway::alerting::default_anomaly_rules(alerts.anomaly),
-        health_rules,
-        source: Arc::new(tts_gateway::alerting::GatewaySignals::new(
-            metrics.clone(),
-            backend.synthesizer.clone(),
-        )),
-    }
 }
 
 pub(crate) async fn wait_for_signal() {

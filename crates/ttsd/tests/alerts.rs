@@ -334,3 +334,56 @@ fn a_malformed_alerts_section_lists_every_problem_at_once() {
         assert!(stderr.contains(needle), "{needle} missing from: {stderr}");
     }
 }
+
+/// The anomaly detector on a real server: a short warm-up (20 points), then `POST /test/slow-engine`
+/// (the `--test-hooks` hook) adds 300 ms before every chunk. Prints the detection delay; asserts only that
+/// a new `FirstAudioAnomaly` fires after the step.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slowed_engine_is_detected_as_an_anomaly() {
+    let config = config_file(
+        "anomaly",
+        "[slo]\nwindow_seconds = 5\n\n[alerts]\nevaluation_interval_seconds = 0.25\n\
+         [alerts.anomaly]\nalpha = 0.1\nmin_points = 20\nconsecutive = 3\nz_threshold = 3.5\n",
+    );
+    let server = start_espeak(&["--config", &config, "--test-hooks"]);
+    let admin = server.admin_base.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&server, stop.clone());
+    let ids = |admin: &str| -> Vec<u64> {
+        let listed = get_json(admin, "/admin/alerts");
+        let mut ids = Vec::new();
+        for list in ["active", "history"] {
+            for alert in listed[list].as_array().unwrap() {
+                if alert["rule"] == "FirstAudioAnomaly" {
+                    ids.push(alert["id"].as_u64().unwrap());
+                }
+            }
+        }
+        ids
+    };
+    eventually("the baseline warmed up", || {
+        let export = get_json(&admin, "/admin/export");
+        export["baselines"].as_array()?.iter().find(|b| {
+            b["rule"] == "FirstAudioAnomaly" && b["baseline"]["points"].as_u64().unwrap_or(0) >= 40
+        })?;
+        Some(())
+    })
+    .await;
+    let before = ids(&admin);
+    let (status, _) = send("POST", &admin, "/test/slow-engine", "300");
+    assert_eq!(status, 200);
+    let stepped = Instant::now();
+    let fired = eventually("FirstAudioAnomaly after the step", || {
+        ids(&admin).into_iter().find(|id| !before.contains(id))
+    })
+    .await;
+    println!(
+        "anomaly detector on ttsd serve (espeak): {} firings during warm-up, a +300 ms step detected \
+         after {:.1} s (alert {fired})",
+        before.len(),
+        stepped.elapsed().as_secs_f64()
+    );
+    send("POST", &admin, "/test/slow-engine", "0");
+    stop.store(true, Ordering::Relaxed);
+    assert!(load.await.unwrap() > 0);
+}
