@@ -43,6 +43,9 @@ pub enum EngineError {
     },
     #[error("inference failed for voice {voice}: {reason}")]
     Inference { voice: String, reason: String },
+    /// The engine panicked on this chunk; the engine instance was dropped and the thread lives on.
+    #[error("the engine for voice {voice} panicked: {message}")]
+    Panicked { voice: String, message: String },
     /// Synthesis runs on remote workers and none could take the chunk.
     #[error("no synthesis worker is available: {0}")]
     WorkerUnavailable(String),

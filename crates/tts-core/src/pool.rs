@@ -185,6 +185,8 @@ pub struct PoolStats {
     pub discarded: u64,
     /// Seconds engine threads have spent on jobs since the pool started, summed over threads.
     pub busy_seconds: f64,
+    /// Jobs whose engine panicked (each failed with [`EngineError::Panicked`]; the thread lived on).
+    pub panics: u64,
 }
 
 struct Queued {
@@ -211,6 +213,7 @@ struct Shared {
     busy: AtomicUsize,
     busy_nanos: AtomicU64,
     discarded: AtomicU64,
+    panics: AtomicU64,
     idle_engines: Mutex<HashMap<String, Vec<Box<dyn Engine>>>>,
     config: PoolConfig,
     /// Bumped by every engine thread each time it finishes or skips a job; the liveness check reads it.
@@ -233,6 +236,7 @@ impl Pool {
             busy: AtomicUsize::new(0),
             busy_nanos: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
             idle_engines: Mutex::new(HashMap::new()),
             config,
             progress: AtomicU64::new(0),
@@ -347,6 +351,7 @@ impl Pool {
             queue_capacity: self.shared.config.queue_capacity,
             discarded: self.shared.discarded.load(Ordering::Relaxed),
             busy_seconds: self.shared.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            panics: self.shared.panics.load(Ordering::Relaxed),
         }
     }
 
@@ -426,7 +431,7 @@ fn engine_thread(shared: &Shared) {
         );
         let _entered = span.enter();
         (job.events)(JobEvent::Started { queue_wait });
-        let outcome = run_job(shared, &mut job, queue_wait, &mut resamplers);
+        let outcome = run_job_isolated(shared, &mut job, queue_wait, &mut resamplers);
         match outcome {
             Ok(stats) => {
                 span.record("tts.audio_seconds", stats.audio_seconds);
@@ -450,6 +455,32 @@ fn engine_thread(shared: &Shared) {
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         shared.progress.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Runs the job, turning a panic in the engine (or in its sink) into a failed chunk: the engine instance
+/// it had taken is dropped rather than reused, the thread's resamplers are rebuilt, and the thread goes on
+/// serving the queue, so one bad chunk never silences the sessions behind it.
+fn run_job_isolated(
+    shared: &Shared,
+    job: &mut Job,
+    queue_wait: Duration,
+    resamplers: &mut HashMap<u32, StreamResampler>,
+) -> Result<JobStats, EngineError> {
+    let run = std::panic::AssertUnwindSafe(|| run_job(shared, job, queue_wait, resamplers));
+    std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+        shared.panics.fetch_add(1, Ordering::Relaxed);
+        resamplers.clear();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-text panic payload".to_owned());
+        tracing::error!(voice = %job.voice.id, error = %message, "An engine panicked; its chunk failed and the engine thread goes on.");
+        Err(EngineError::Panicked {
+            voice: job.voice.id.clone(),
+            message,
+        })
+    })
 }
 
 fn take_engine(shared: &Shared, voice: &VoiceInfo) -> Result<Box<dyn Engine>, EngineError> {
@@ -640,6 +671,100 @@ mod tests {
         assert!(events.iter().all(|(name, _)| *name == "kept"), "{events:?}");
         assert!(events.iter().any(|(_, kind)| kind == "finished"));
         assert_eq!(pool.stats().discarded, 1);
+    }
+
+    /// An engine that panics on every chunk, as a bug in an engine or its ONNX glue would.
+    struct PanickingEngine(VoiceInfo);
+
+    impl Engine for PanickingEngine {
+        fn voice(&self) -> &VoiceInfo {
+            &self.0
+        }
+
+        fn sample_rate(&self) -> u32 {
+            22_050
+        }
+
+        fn synthesize(&mut self, _: &str, _: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
+            panic!("index out of bounds in a phoneme table");
+        }
+    }
+
+    #[test]
+    fn an_engine_panic_fails_that_chunk_and_the_thread_serves_the_next() {
+        let pool = pool(1, 16);
+        let voice = espeak();
+        lock(&pool.shared.idle_engines)
+            .entry(voice.id.clone())
+            .or_default()
+            .push(Box::new(PanickingEngine((*voice).clone())));
+        let (log_tx, log_rx) = mpsc::channel();
+        let cancel = CancelSource::new();
+        pool.submit(job("panics", true, &cancel, log_tx.clone())).unwrap();
+        pool.submit(job("after", true, &cancel, log_tx)).unwrap();
+        let mut events = Vec::new();
+        while let Ok(event) = log_rx.recv_timeout(Duration::from_secs(30)) {
+            let done = event == ("after", "finished".to_owned());
+            events.push(event);
+            if done {
+                break;
+            }
+        }
+        let panicked: Vec<_> = events
+            .iter()
+            .filter(|(name, _)| *name == "panics")
+            .map(|(_, k)| k.as_str())
+            .collect();
+        assert_eq!(
+            panicked,
+            ["started", "failed"],
+            "the panicking chunk fails once: {events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|(name, kind)| *name == "after" && kind == "audio"),
+            "the same (only) engine thread synthesised the next chunk: {events:?}"
+        );
+        assert_eq!(pool.stats().panics, 1);
+        // The thread lowers `busy` just after the last event; give it a moment, boundedly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.stats().busy != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pool.stats().busy, 0, "the thread is not left marked busy");
+    }
+
+    #[test]
+    fn a_panic_in_the_sink_inside_espeak_does_not_abort_and_espeak_keeps_working() {
+        let pool = pool(1, 16);
+        let (log_tx, log_rx) = mpsc::channel();
+        let mut first_audio = true;
+        pool.submit(Job {
+            events: Box::new(move |event| {
+                if matches!(event, JobEvent::Audio(_)) && std::mem::take(&mut first_audio) {
+                    panic!("a sink bug");
+                }
+                if let JobEvent::Failed(error) = event {
+                    let _ = log_tx.send(error.to_string());
+                }
+            }),
+            ..job("sink", true, &CancelSource::new(), mpsc::channel().0)
+        })
+        .unwrap();
+        let failure = log_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the chunk fails");
+        assert!(failure.contains("panicked: a sink bug"), "{failure}");
+        let (after_tx, after_rx) = mpsc::channel();
+        pool.submit(job("after", true, &CancelSource::new(), after_tx))
+            .unwrap();
+        let mut kinds = Vec::new();
+        while let Ok((_, kind)) = after_rx.recv_timeout(Duration::from_secs(30)) {
+            kinds.push(kind);
+        }
+        assert_eq!(kinds.last().map(String::as_str), Some("finished"), "{kinds:?}");
+        assert_eq!(pool.stats().panics, 1);
     }
 
     #[test]

@@ -6,6 +6,9 @@ pub const DEFAULT_MAX_SESSIONS: usize = 256;
 pub const DEFAULT_MAX_TEXT_CHARS: usize = 10_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_PENDING_CHARS: usize = 100_000;
+pub const DEFAULT_MAX_QUEUED_UTTERANCES: usize = 64;
+/// The longest any `*_seconds` limit may be (one year): larger values would overflow clock arithmetic.
+pub const MAX_LIMIT_SECONDS: u64 = 365 * 24 * 3600;
 pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 300;
 pub const DEFAULT_MAX_SESSION_SECONDS: u64 = 3600;
 pub const DEFAULT_PACING_LEAD_FRAMES: u32 = 3;
@@ -27,6 +30,9 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// Characters a session may have accepted but not yet synthesised; more is `TEXT_TOO_LONG`.
     pub max_pending_chars: usize,
+    /// Utterances a session may have open (queued, synthesising or playing); a final text that would
+    /// open one more is `TEXT_TOO_LONG`. Keeps each session's bookkeeping, scanned on every event, small.
+    pub max_queued_utterances: usize,
     /// A session with no message and nothing playing for this long is ended (`idle_timeout`).
     pub idle_timeout_seconds: u64,
     /// A session is ended after this long, whatever it is doing (`max_duration`).
@@ -54,6 +60,7 @@ impl Default for GatewayConfig {
             max_text_chars: DEFAULT_MAX_TEXT_CHARS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_pending_chars: DEFAULT_MAX_PENDING_CHARS,
+            max_queued_utterances: DEFAULT_MAX_QUEUED_UTTERANCES,
             idle_timeout_seconds: DEFAULT_IDLE_TIMEOUT_SECONDS,
             max_session_seconds: DEFAULT_MAX_SESSION_SECONDS,
             pacing_lead_frames: DEFAULT_PACING_LEAD_FRAMES,
@@ -80,6 +87,7 @@ impl GatewayConfig {
         positive("max_text_chars", self.max_text_chars as u64);
         positive("max_message_bytes", self.max_message_bytes as u64);
         positive("max_pending_chars", self.max_pending_chars as u64);
+        positive("max_queued_utterances", self.max_queued_utterances as u64);
         positive("idle_timeout_seconds", self.idle_timeout_seconds);
         positive("max_session_seconds", self.max_session_seconds);
         positive("max_buffered_frames", self.max_buffered_frames as u64);
@@ -87,6 +95,18 @@ impl GatewayConfig {
         positive("bad_message_window_seconds", self.bad_message_window_seconds);
         positive("slow_client_timeout_seconds", self.slow_client_timeout_seconds);
         positive("max_chunk_chars", self.max_chunk_chars as u64);
+        for (name, value) in [
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+            ("max_session_seconds", self.max_session_seconds),
+            ("bad_message_window_seconds", self.bad_message_window_seconds),
+            ("slow_client_timeout_seconds", self.slow_client_timeout_seconds),
+        ] {
+            if value > MAX_LIMIT_SECONDS {
+                problems.push(format!(
+                    "gateway.{name} must be at most {MAX_LIMIT_SECONDS} (one year)"
+                ));
+            }
+        }
         if self.first_chunk_min_chars >= self.max_chunk_chars {
             problems.push("gateway.first_chunk_min_chars must be below gateway.max_chunk_chars".into());
         }
@@ -94,5 +114,38 @@ impl GatewayConfig {
             problems.push("gateway.max_pending_chars must be at least gateway.max_text_chars".into());
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_that_would_overflow_the_clock_are_rejected_all_at_once() {
+        let config = GatewayConfig {
+            idle_timeout_seconds: u64::MAX,
+            max_session_seconds: u64::MAX,
+            max_queued_utterances: 0,
+            ..GatewayConfig::default()
+        };
+        let problems = config.validate();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("idle_timeout_seconds must be at most"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("max_session_seconds must be at most"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("max_queued_utterances must be greater than 0"))
+        );
+        assert!(GatewayConfig::default().validate().is_empty());
     }
 }

@@ -244,6 +244,7 @@ impl Synthesizer for RemoteWorkers {
             queue_capacity: 0,
             discarded: 0,
             busy_seconds: 0.0,
+            panics: 0,
         };
         for worker in self.shared.workers().iter().filter(|w| w.usable()) {
             let report = worker.report();

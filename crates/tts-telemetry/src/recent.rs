@@ -21,10 +21,14 @@ mod query;
 mod ring;
 mod traces;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
@@ -112,10 +116,17 @@ impl Recent {
 
     /// Registers, per buffer (`buffer="spans"|"logs"`), `<prefix>_recent_buffer_records` and `_bytes`
     /// (held now), `_max_records` and `_max_bytes` (the bounds), `_evicted_records_total` (oldest records
-    /// removed to admit new ones) and `_rejected_records_total` (records larger than the byte bound).
+    /// removed to admit new ones) and `_rejected_records_total` (records larger than the byte bound), all
+    /// read at scrape time.
     pub fn register(&self, registry: &mut Registry, prefix: &str) {
-        self.traces.buffer.metrics.register(registry, prefix, "spans");
-        self.logs.buffer.metrics.register(registry, prefix, "logs");
+        registry.register_collector(Box::new(RecentCollector {
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}_")
+            },
+            recent: self.clone(),
+        }));
     }
 }
 
@@ -136,94 +147,113 @@ pub struct BufferStats {
     pub rejected_records: u64,
 }
 
-#[derive(Clone, Default)]
-struct BufferMetrics {
-    records: Gauge,
-    bytes: Gauge,
-    max_records: Gauge,
-    max_bytes: Gauge,
-    evicted: Counter,
-    rejected: Counter,
+/// What a buffer lost since start.
+#[derive(Default)]
+struct Losses {
+    evicted: AtomicU64,
+    rejected: AtomicU64,
 }
 
-impl BufferMetrics {
-    fn register(&self, registry: &mut Registry, prefix: &str, buffer: &'static str) {
-        let name = |base: &str| {
-            if prefix.is_empty() {
-                base.to_owned()
-            } else {
-                format!("{prefix}_{base}")
+/// Encodes both buffers' stats as six families, one sample per buffer.
+#[derive(Debug)]
+struct RecentCollector {
+    prefix: String,
+    recent: Recent,
+}
+
+type Family = (&'static str, &'static str, MetricType, fn(&BufferStats) -> u64);
+
+const FAMILIES: [Family; 6] = [
+    (
+        "recent_buffer_records",
+        "Records held by the in-process buffer of recent spans or log records",
+        MetricType::Gauge,
+        |s| s.records as u64,
+    ),
+    (
+        "recent_buffer_bytes",
+        "Estimated heap bytes held by the buffer",
+        MetricType::Gauge,
+        |s| s.bytes as u64,
+    ),
+    (
+        "recent_buffer_max_records",
+        "Bound on records held by the buffer",
+        MetricType::Gauge,
+        |s| s.max_records as u64,
+    ),
+    (
+        "recent_buffer_max_bytes",
+        "Bound on estimated heap bytes held by the buffer",
+        MetricType::Gauge,
+        |s| s.max_bytes as u64,
+    ),
+    (
+        "recent_buffer_evicted_records",
+        "Oldest records removed from the buffer to admit new ones",
+        MetricType::Counter,
+        |s| s.evicted_records,
+    ),
+    (
+        "recent_buffer_rejected_records",
+        "Records refused because each alone was larger than the byte bound",
+        MetricType::Counter,
+        |s| s.rejected_records,
+    ),
+];
+
+impl Collector for RecentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = [
+            ("spans", self.recent.traces.stats()),
+            ("logs", self.recent.logs.stats()),
+        ];
+        for (name, help, kind, value) in FAMILIES {
+            let full_name = format!("{}{name}", self.prefix);
+            let mut family = encoder.encode_descriptor(&full_name, help, None, kind)?;
+            for (buffer, stats) in &stats {
+                let labels = [("buffer", *buffer)];
+                let sample = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(value(stats)).encode(sample)?,
+                    _ => ConstGauge::new(value(stats) as i64).encode(sample)?,
+                }
             }
-        };
-        let registry = registry.sub_registry_with_label(("buffer".into(), buffer.into()));
-        registry.register(
-            name("recent_buffer_records"),
-            "Records held by the in-process buffer of recent spans or logs",
-            self.records.clone(),
-        );
-        registry.register(
-            name("recent_buffer_bytes"),
-            "Estimated heap bytes held by the in-process buffer of recent spans or logs",
-            self.bytes.clone(),
-        );
-        registry.register(
-            name("recent_buffer_max_records"),
-            "Bound on records held by the buffer",
-            self.max_records.clone(),
-        );
-        registry.register(
-            name("recent_buffer_max_bytes"),
-            "Bound on estimated heap bytes held by the buffer",
-            self.max_bytes.clone(),
-        );
-        registry.register(
-            name("recent_buffer_evicted_records"),
-            "Oldest records removed from the buffer to admit new ones",
-            self.evicted.clone(),
-        );
-        registry.register(
-            name("recent_buffer_rejected_records"),
-            "Records refused by the buffer because each alone was larger than its byte bound",
-            self.rejected.clone(),
-        );
+        }
+        Ok(())
     }
 }
 
 /// A ring behind a mutex, with its metrics.
 struct Buffer<T> {
     ring: Mutex<Ring<T>>,
-    metrics: BufferMetrics,
+    losses: Losses,
     max_records: usize,
     max_bytes: usize,
 }
 
 impl<T> Buffer<T> {
     fn new(max_records: usize, max_bytes: usize) -> Self {
-        let metrics = BufferMetrics::default();
-        metrics.max_records.set(max_records as i64);
-        metrics.max_bytes.set(max_bytes as i64);
         Self {
             ring: Mutex::new(Ring::new(max_records, max_bytes)),
-            metrics,
+            losses: Losses::default(),
             max_records,
             max_bytes,
         }
     }
 
     fn push(&self, value: T, bytes: usize) {
-        let (pushed, len, held) = {
-            let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-            let pushed = ring.push(value, bytes);
-            (pushed, ring.len(), ring.bytes())
-        };
+        let pushed = self
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(value, bytes);
         if pushed.rejected {
-            self.metrics.rejected.inc();
+            self.losses.rejected.fetch_add(1, Ordering::Relaxed);
         }
         if pushed.evicted > 0 {
-            self.metrics.evicted.inc_by(pushed.evicted);
+            self.losses.evicted.fetch_add(pushed.evicted, Ordering::Relaxed);
         }
-        self.metrics.records.set(len as i64);
-        self.metrics.bytes.set(held as i64);
     }
 
     /// `(seq, record)` of every held record `keep` accepts, oldest first.
@@ -245,8 +275,8 @@ impl<T> Buffer<T> {
             bytes,
             max_records: self.max_records,
             max_bytes: self.max_bytes,
-            evicted_records: self.metrics.evicted.get(),
-            rejected_records: self.metrics.rejected.get(),
+            evicted_records: self.losses.evicted.load(Ordering::Relaxed),
+            rejected_records: self.losses.rejected.load(Ordering::Relaxed),
         }
     }
 }

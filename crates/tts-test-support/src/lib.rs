@@ -1,10 +1,8 @@
-//! Test and benchmark helpers for ttsd: a WebSocket client that stamps every message with its own
-//! arrival clock, runners for the real `ttsd` binary and a real `redis-server`, and audio checks. Used by
-//! end-to-end tests and by `ttsd bench`; it never touches server internals, so what it measures is what a
-//! real client sees.
+//! Test helpers for ttsd: runners for the real `ttsd` binary and a real `redis-server`, a `/metrics`
+//! parser, a loopback HTTP client, an in-process OTLP receiver and audio checks, plus the protocol client
+//! of `tts-client` re-exported. Only tests use it: nothing here ships in the `ttsd` binary.
 
 mod alertmanager;
-mod client;
 mod http;
 mod otlp;
 mod prom;
@@ -13,13 +11,13 @@ mod redis;
 mod server;
 
 pub use alertmanager::Alertmanager;
-pub use client::{ClientError, Event, Received, StreamClient};
 pub use http::{Response, http_get, http_request};
 pub use otlp::{OtlpSink, ReceivedSpan};
 pub use prom::{Sample, Scrape};
 pub use promtool::promtool_check_metrics;
 pub use redis::RedisServer;
 pub use server::ServerProcess;
+pub use tts_client::{ClientError, Event, Received, StreamClient, percentile};
 
 /// Root-mean-square level of 16-bit samples in dBFS (-120 for silence).
 pub fn rms_dbfs(samples: &[i16]) -> f64 {
@@ -35,31 +33,9 @@ pub fn rms_dbfs(samples: &[i16]) -> f64 {
     }
 }
 
-/// Percentile by linear interpolation between closest ranks (numpy's default), `None` without data.
-pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = (p / 100.0).clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let low = rank.floor() as usize;
-    let high = rank.ceil() as usize;
-    let weight = rank - low as f64;
-    Some(sorted[low] * (1.0 - weight) + sorted[high] * weight)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentile_interpolates_like_numpy() {
-        let values = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile(&values, 50.0), Some(2.5));
-        assert_eq!(percentile(&values, 100.0), Some(4.0));
-        assert_eq!(percentile(&[], 50.0), None);
-    }
 
     #[test]
     fn rms_of_silence_and_full_scale() {

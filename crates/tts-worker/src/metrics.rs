@@ -191,6 +191,13 @@ impl prometheus_client::collector::Collector for PoolCollector {
             None,
             discarded.metric_type(),
         )?)?;
+        let panics = ConstCounter::new(stats.panics);
+        panics.encode(encoder.encode_descriptor(
+            "tts_engine_panics",
+            "Chunks whose engine panicked: each failed with SYNTHESIS_FAILED and the engine thread lived on",
+            None,
+            panics.metric_type(),
+        )?)?;
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use tokio::time::Instant;
-use tts_test_support::{Event, StreamClient, percentile};
+use tts_client::{Event, StreamClient, percentile};
 
 use crate::config::Config;
 

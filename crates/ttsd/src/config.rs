@@ -165,6 +165,9 @@ impl Default for WorkersConfig {
     }
 }
 
+/// The longest duration any setting may hold (one year, as `tts_gateway::config::MAX_LIMIT_SECONDS`).
+const MAX_SECONDS: f64 = tts_gateway::config::MAX_LIMIT_SECONDS as f64;
+
 impl WorkersConfig {
     /// Remote workers are in use.
     pub(crate) fn remote(&self) -> bool {
@@ -343,12 +346,19 @@ impl Config {
                 self.worker.heartbeat_interval_seconds,
             ),
             (
+                "worker.registration_ttl_seconds",
+                self.worker.registration_ttl_seconds,
+            ),
+            (
                 "worker.voice_idle_ttl_seconds",
                 self.worker.voice_idle_ttl_seconds,
             ),
         ] {
-            if !(value.is_finite() && value > 0.0) {
-                problems.push(format!("{name} must be a positive number of seconds"));
+            // Durations feed Instant arithmetic: past a year they would overflow it, not just be odd.
+            if !(value.is_finite() && value > 0.0 && value <= MAX_SECONDS) {
+                problems.push(format!(
+                    "{name} must be a positive number of seconds, at most {MAX_SECONDS} (one year)"
+                ));
             }
         }
         for address in &w.addresses {
@@ -363,8 +373,10 @@ impl Config {
                     .into(),
             );
         }
-        if worker.voice_min_residency_seconds < 0.0 || !worker.voice_min_residency_seconds.is_finite() {
-            problems.push("worker.voice_min_residency_seconds must be 0 or more seconds".into());
+        if !(0.0..=MAX_SECONDS).contains(&worker.voice_min_residency_seconds) {
+            problems.push(format!(
+                "worker.voice_min_residency_seconds must be 0 or more seconds, at most {MAX_SECONDS}"
+            ));
         }
         if worker.max_sessions == 0 {
             problems.push("worker.max_sessions must be greater than 0".into());
@@ -486,5 +498,26 @@ mod tests {
             text.contains("max_sessions") && text.contains("nowhere"),
             "all problems at once: {text}"
         );
+    }
+
+    #[test]
+    fn durations_that_would_overflow_the_clock_are_rejected_by_name() {
+        let err = Config::load(
+            None,
+            env(&[
+                ("TTSD_WORKERS__STALL_TIMEOUT_SECONDS", "1e300"),
+                ("TTSD_WORKER__VOICE_MIN_RESIDENCY_SECONDS", "inf"),
+                ("TTSD_GATEWAY__IDLE_TIMEOUT_SECONDS", "99999999999"),
+            ]),
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        for name in [
+            "workers.stall_timeout_seconds",
+            "worker.voice_min_residency_seconds",
+            "gateway.idle_timeout_seconds",
+        ] {
+            assert!(text.contains(name), "{name} is named: {text}");
+        }
     }
 }

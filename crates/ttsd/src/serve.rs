@@ -389,6 +389,8 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let admin_addr = admin.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut registry = Registry::default();
+    // The recent-span and recent-log buffers behind /admin/traces and /admin/logs: their fill and losses.
+    log.recent().register(&mut registry, "tts");
     let (catalog, mut backend) = if config.workers.remote() {
         remote_backend(&config, &mut registry, shutdown_rx.clone())?
     } else {

@@ -129,6 +129,7 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
         ModelMetrics::register(registry),
     );
     let redis_metrics = RedisMetrics::register(registry);
+    log.recent().register(registry, "tts");
     let alert_metrics = config
         .alerts
         .enabled

@@ -69,7 +69,7 @@ async fn metrics_match_what_the_client_saw() {
         speak(&mut a, text, &mut seen).await;
     }
 
-    // Session B: PAUSE and RESUME inside one utterance, then a STOP, then a bad message.
+    // Session B: PAUSE (twice) and RESUME inside one utterance, then a STOP, then a bad message.
     let (mut b, _) = connect(&server, "/v1/stream").await;
     let sent = b.send_text(LONG_TEXT, true).await.unwrap();
     let mut frames = Vec::new();
@@ -81,6 +81,8 @@ async fn metrics_match_what_the_client_saw() {
     }
     seen.first_audio
         .push(frames[0].duration_since(sent).as_secs_f64());
+    b.send_control("PAUSE").await.unwrap();
+    // A second PAUSE silences nothing: it must not pad the barge-in SLO with a free fast sample.
     b.send_control("PAUSE").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     b.send_control("RESUME").await.unwrap();
@@ -173,7 +175,7 @@ async fn metrics_match_what_the_client_saw() {
         1.0
     );
     assert_eq!(m.sum("tts_messages_received_total", &[("type", "text")]), 5.0);
-    assert_eq!(m.sum("tts_messages_received_total", &[("type", "control")]), 3.0);
+    assert_eq!(m.sum("tts_messages_received_total", &[("type", "control")]), 4.0);
     assert_eq!(m.sum("tts_messages_received_total", &[("type", "invalid")]), 1.0);
     assert_eq!(
         m.sum("tts_utterances_total", &[("outcome", "completed")]),

@@ -454,3 +454,39 @@ async fn sigterm_ends_sessions_cleanly_and_exits_zero() {
     assert_eq!(reason.as_deref(), Some("server_shutdown"));
     assert_eq!(handle.await.unwrap(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_tiny_utterances_is_bounded_and_every_text_is_answered() {
+    let config = temp_path("queued-utterances.toml");
+    std::fs::write(&config, "[gateway]\nmax_queued_utterances = 4\n").unwrap();
+    let server = start_espeak(&["--config", config.to_str().unwrap()]);
+    let (mut client, _) = connect(&server, "/v1/stream").await;
+    const SENT: usize = 40;
+    for _ in 0..SENT {
+        client.send_text("Hi.", true).await.unwrap();
+    }
+    // Every final text is answered: it either opened an utterance that ends, or got TEXT_TOO_LONG.
+    let (mut ended, mut refused) = (0, 0);
+    while ended + refused < SENT {
+        match client.next(WAIT).await.unwrap().event {
+            Event::UtteranceEnd { reason, .. } => {
+                assert_eq!(reason, "completed");
+                ended += 1;
+            }
+            Event::Error { code, message } => {
+                assert_eq!(code, "TEXT_TOO_LONG", "{message}");
+                assert!(message.contains("utterances"), "names the bound: {message}");
+                refused += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        refused > 0,
+        "40 texts sent at once cannot all fit in 4 open utterances"
+    );
+    assert!(ended >= 4, "the first four were accepted and played: {ended}");
+    client.send_text(FOX, true).await.unwrap();
+    let utterance = read_utterance(&mut client).await;
+    assert!(matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"));
+}

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tts_test_support::{Event, OtlpSink, ReceivedSpan, http_request};
+use tts_test_support::{Event, OtlpSink, ReceivedSpan, http_get, http_request};
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -39,7 +39,14 @@ async fn spans_form_a_tree_per_session_join_the_clients_trace_and_match_logs_and
 
     // Session 2: joins the client's trace through the traceparent query parameter.
     let path = format!("/v1/stream?traceparent=00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
-    let (mut joined, _) = connect(&server, &path).await;
+    let (mut joined, joined_start) = connect(&server, &path).await;
+    let Event::SessionStart {
+        session_id: joined_id,
+        ..
+    } = joined_start
+    else {
+        unreachable!()
+    };
     joined
         .send_text("Joined to the client's trace.", true)
         .await
@@ -156,6 +163,65 @@ async fn spans_form_a_tree_per_session_join_the_clients_trace_and_match_logs_and
                 && l.contains(&format!("trace_id=\"{}\"", own_session.trace_id))),
         "no first-audio exemplar with the session's trace id"
     );
+
+    // /admin/traces holds the very ids the collector received, and /admin/logs the sessions' lines.
+    assert_buffers_agree(
+        &server.admin_base,
+        &spans,
+        &[(&session_id, &own_session.trace_id), (&joined_id, CLIENT_TRACE)],
+    );
+}
+
+/// Every span the collector got is in `/admin/traces` under the same trace and span id, each session's
+/// trace is found by its session id, and `/admin/logs?session_id=` returns that session's lines, inside
+/// its trace.
+fn assert_buffers_agree(admin: &str, received: &[ReceivedSpan], sessions: &[(&str, &str)]) {
+    let body = http_get(admin, "/admin/traces?limit=1000").unwrap();
+    assert_eq!(body.status, 200, "{}", body.body);
+    let traces: serde_json::Value = serde_json::from_str(&body.body).unwrap();
+    let held: std::collections::HashSet<(String, String)> = traces["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["spans"].as_array().unwrap().iter())
+        .map(|s| {
+            (
+                s["trace_id"].as_str().unwrap().to_owned(),
+                s["span_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for span in received {
+        assert!(
+            held.contains(&(span.trace_id.clone(), span.span_id.clone())),
+            "span {} {}/{} reached the collector but not /admin/traces",
+            span.name,
+            span.trace_id,
+            span.span_id
+        );
+    }
+    for (session_id, trace_id) in sessions {
+        let body = http_get(admin, &format!("/admin/traces?session_id={session_id}")).unwrap();
+        let traces: serde_json::Value = serde_json::from_str(&body.body).unwrap();
+        let ids: Vec<&str> = traces["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["trace_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [*trace_id], "session {session_id}");
+        let body = http_get(admin, &format!("/admin/logs?session_id={session_id}")).unwrap();
+        let logs: serde_json::Value = serde_json::from_str(&body.body).unwrap();
+        let logs = logs["logs"].as_array().unwrap();
+        assert!(
+            !logs.is_empty(),
+            "no log line of session {session_id} in /admin/logs"
+        );
+        for line in logs {
+            assert_eq!(line["session_id"], *session_id, "{line}");
+            assert_eq!(line["trace_id"], *trace_id, "{line}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

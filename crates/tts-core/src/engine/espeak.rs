@@ -30,13 +30,16 @@ thread_local! {
     /// The sink of the synthesis running on this thread; set only for the duration of `espeak_Synth`,
     /// which (in synchronous mode) calls the callback on the calling thread.
     static SINK: Cell<Option<SinkPtr>> = const { Cell::new(None) };
+    /// A panic raised by the sink inside the C callback: unwinding through espeak-ng's C frames would
+    /// abort the process, so the callback stops synthesis and `synthesize` re-raises it in Rust.
+    static SINK_PANIC: Cell<Option<Box<dyn std::any::Any + Send>>> = const { Cell::new(None) };
 }
 
 /// Locks libespeak-ng, initialising it on first use.
 fn lock() -> Result<MutexGuard<'static, Option<Result<Espeak, String>>>, EngineError> {
-    let mut guard = ESPEAK
-        .lock()
-        .map_err(|_| EngineError::Espeak("espeak-ng lock poisoned".into()))?;
+    // A panic that unwound past a holder left the library itself intact (it never unwinds through C
+    // frames, see SINK_PANIC), so a poisoned lock is still usable.
+    let mut guard = ESPEAK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if guard.is_none() {
         // SAFETY: called once, under the lock; a null path makes espeak-ng use its compiled-in data path.
         let rate = unsafe { ffi::espeak_Initialize(ffi::AUDIO_OUTPUT_SYNCHRONOUS, 20, ptr::null(), 0) };
@@ -89,12 +92,18 @@ unsafe extern "C" fn synth_callback(wav: *mut c_short, numsamples: c_int, _event
     }
     // SAFETY: espeak-ng passes a buffer of `numsamples` samples valid for this call.
     let pcm = unsafe { std::slice::from_raw_parts(wav as *const i16, numsamples as usize) };
-    // SAFETY: SINK points at the sink borrowed by `EspeakEngine::synthesize`, which is still on the stack
-    // below this call (synchronous mode) and is cleared before that function returns.
-    let flow = unsafe { (*sink)(pcm) };
-    match flow {
-        Flow::Continue => 0,
-        Flow::Stop => 1,
+    let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: SINK points at the sink borrowed by `EspeakEngine::synthesize`, which is still on the
+        // stack below this call (synchronous mode) and is cleared before that function returns.
+        unsafe { (*sink)(pcm) }
+    }));
+    match called {
+        Ok(Flow::Continue) => 0,
+        Ok(Flow::Stop) => 1,
+        Err(payload) => {
+            SINK_PANIC.with(|slot| slot.set(Some(payload)));
+            1
+        }
     }
 }
 
@@ -284,6 +293,9 @@ impl Engine for EspeakEngine {
         unsafe { ffi::espeak_Synchronize() };
         SINK.with(|s| s.set(None));
         drop(guard);
+        if let Some(payload) = SINK_PANIC.with(Cell::take) {
+            std::panic::resume_unwind(payload);
+        }
         if stopped {
             return Err(EngineError::Cancelled);
         }

@@ -137,6 +137,9 @@ struct InFlight {
     utterance_id: u64,
     characters: usize,
     first: bool,
+    /// An engine thread took the chunk (its `Started` event was seen): only then does a STOP count it as
+    /// an engine task cancelled; before that the scheduler discards it (`tts_queue_discarded_total`).
+    started: bool,
 }
 
 pub(crate) struct Driver {
@@ -237,11 +240,7 @@ impl Driver {
             DropReason::SessionEnd
         };
         self.state.metrics.frames_dropped(drop_reason, buffered);
-        if let Some(in_flight) = self.in_flight.take()
-            && let Some(u) = self.utterances.iter().find(|u| u.id == in_flight.utterance_id)
-        {
-            self.state.metrics.chunk_cancelled(&u.voice);
-        }
+        self.count_cancelled_chunk();
         reason
     }
 
@@ -441,6 +440,15 @@ impl Driver {
                 ),
             ));
         }
+        let queued_limit = self.state.config.max_queued_utterances;
+        if !open && self.utterances.len() >= queued_limit {
+            return Err(Rejection::new(
+                ErrorCode::TextTooLong,
+                format!(
+                    "the session already has {queued_limit} utterances waiting or playing; the limit is {queued_limit}"
+                ),
+            ));
+        }
         if !open {
             let id = self.next_utterance_id;
             self.next_utterance_id += 1;
@@ -516,6 +524,11 @@ impl Driver {
             return self.send_error(ErrorCode::InvalidMessage, &message).await;
         }
         match command {
+            Command::Pause if self.paused => {
+                // Accepted with no further effect (docs/protocol.md); nothing was silenced, so it is no
+                // barge-in: counting it would let a client pad the barge-in SLO with free fast samples.
+                tracing::debug!(session_id = %self.session_id, "PAUSE while already paused.");
+            }
             Command::Pause => {
                 self.paused = true;
                 self.state.pool.control(&self.session_id, command);
@@ -547,11 +560,7 @@ impl Driver {
                 let silenced = read_at.elapsed();
                 self.state.metrics.barge_in(command, silenced, trace_id.clone());
                 self.state.metrics.control(command, silenced);
-                if let Some(in_flight) = self.in_flight.take()
-                    && let Some(u) = self.utterances.iter().find(|u| u.id == in_flight.utterance_id)
-                {
-                    self.state.metrics.chunk_cancelled(&u.voice);
-                }
+                self.count_cancelled_chunk();
                 self.paused = false;
                 self.pacer.restart();
                 let stopped: Vec<Utterance> = self.utterances.drain(..).collect();
@@ -596,6 +605,9 @@ impl Driver {
         };
         match event {
             JobEvent::Started { queue_wait } => {
+                if let Some(current) = self.in_flight.as_mut().filter(|f| f.utterance_id == utterance_id) {
+                    current.started = true;
+                }
                 let first = in_flight.is_some_and(|f| f.first);
                 metrics.queue_wait(first, queue_wait);
                 if first {
@@ -638,6 +650,15 @@ impl Driver {
         Ok(())
     }
 
+    /// Counts the chunk at the pool as cancelled by the engine when an engine had started it, and forgets it.
+    fn count_cancelled_chunk(&mut self) {
+        if let Some(in_flight) = self.in_flight.take().filter(|f| f.started)
+            && let Some(u) = self.utterances.iter().find(|u| u.id == in_flight.utterance_id)
+        {
+            self.state.metrics.chunk_cancelled(&u.voice);
+        }
+    }
+
     /// Hands the next chunk to the pool when the session has none there and room for more audio.
     async fn submit_next(&mut self) -> Result<(), Disconnected> {
         if self.in_flight.is_some() {
@@ -657,6 +678,7 @@ impl Driver {
             utterance_id: utterance.id,
             characters: chunk.text.chars().count(),
             first: chunk.first,
+            started: false,
         };
         if chunk.first {
             utterance.first_submitted_at.get_or_insert_with(Instant::now);

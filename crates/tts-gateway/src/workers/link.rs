@@ -259,10 +259,13 @@ impl Link {
         let label = worker.as_ref().map_or("", |w| w.label.as_str());
         match response.event {
             Some(Event::Started(started)) => {
-                open.started = true;
-                (open.job.events)(JobEvent::Started {
-                    queue_wait: Duration::from_secs_f64(started.queue_wait_seconds.max(0.0)),
-                });
+                match reported(started.queue_wait_seconds, "queue_wait_seconds") {
+                    Ok(queue_wait) => {
+                        open.started = true;
+                        (open.job.events)(JobEvent::Started { queue_wait });
+                    }
+                    Err(reason) => self.fail_invalid(label, reason),
+                }
             }
             Some(Event::Audio(piece)) => {
                 if open.first_audio_at.is_none() {
@@ -290,22 +293,17 @@ impl Link {
                 (open.job.events)(JobEvent::Audio(samples));
             }
             Some(Event::Finished(finished)) => {
+                let stats = match finished_stats(&finished) {
+                    Ok(stats) => stats,
+                    Err(reason) => return self.fail_invalid(label, reason),
+                };
                 if let (Some(first), Some(worker_first)) =
                     (open.first_audio_at, finished.worker_first_audio_seconds)
+                    && let Ok(worker_first) = reported(worker_first, "worker_first_audio_seconds")
                 {
-                    let seen = (first - open.sent_at).as_secs_f64();
-                    self.shared
-                        .metrics
-                        .hop(label, Duration::from_secs_f64((seen - worker_first).max(0.0)));
+                    let hop = (first - open.sent_at).saturating_sub(worker_first);
+                    self.shared.metrics.hop(label, hop);
                 }
-                let stats = JobStats {
-                    queue_wait: Duration::from_secs_f64(finished.queue_wait_seconds.max(0.0)),
-                    engine_first_pcm: finished
-                        .engine_first_pcm_seconds
-                        .map(|s| Duration::from_secs_f64(s.max(0.0))),
-                    engine_time: Duration::from_secs_f64(finished.engine_seconds.max(0.0)),
-                    audio_seconds: finished.audio_seconds,
-                };
                 if let Some(mut open) = self.open.take() {
                     (open.job.events)(JobEvent::Finished(stats));
                 }
@@ -329,6 +327,21 @@ impl Link {
             }
             None => {}
         }
+    }
+
+    /// The worker sent a value no real chunk can have: that chunk fails (its worker is not trusted with
+    /// it), and nothing downstream ever sees the value.
+    fn fail_invalid(&mut self, label: &str, reason: String) {
+        tracing::warn!(worker = label, error = %reason, "A worker sent an invalid value; the chunk fails.");
+        let voice = self
+            .open
+            .as_ref()
+            .map(|open| open.request.voice.clone())
+            .unwrap_or_default();
+        self.fail_open(EngineError::Inference {
+            voice,
+            reason: format!("worker {label}: {reason}"),
+        });
     }
 
     fn fail_open(&mut self, error: EngineError) {
@@ -492,5 +505,51 @@ fn flatten<T>(
     match result {
         Ok(inner) => inner,
         Err(_) => Err(Status::deadline_exceeded("the worker did not answer in time")),
+    }
+}
+
+/// The longest duration a worker may report for one chunk; anything longer is a lie or a bug.
+const MAX_REPORTED_SECONDS: f64 = 3600.0;
+
+/// A duration a worker reported, checked: non-finite, negative and absurd values are errors, never a
+/// panic in `Duration::from_secs_f64` and never a sample in a histogram.
+fn reported(seconds: f64, field: &str) -> Result<Duration, String> {
+    if seconds.is_finite() && (0.0..=MAX_REPORTED_SECONDS).contains(&seconds) {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(format!(
+            "{field} = {seconds} is not a duration between 0 and {MAX_REPORTED_SECONDS} seconds"
+        ))
+    }
+}
+
+fn finished_stats(finished: &tts_proto::v1::ChunkFinished) -> Result<JobStats, String> {
+    Ok(JobStats {
+        queue_wait: reported(finished.queue_wait_seconds, "queue_wait_seconds")?,
+        engine_first_pcm: finished
+            .engine_first_pcm_seconds
+            .map(|s| reported(s, "engine_first_pcm_seconds"))
+            .transpose()?,
+        engine_time: reported(finished.engine_seconds, "engine_seconds")?,
+        audio_seconds: reported(finished.audio_seconds, "audio_seconds")?.as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod value_tests {
+    use super::*;
+
+    #[test]
+    fn values_no_chunk_can_have_are_errors_that_name_the_field() {
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 1e300] {
+            let error = reported(bad, "engine_seconds").unwrap_err();
+            assert!(error.starts_with("engine_seconds = "), "{error}");
+        }
+        assert_eq!(reported(0.25, "x"), Ok(Duration::from_millis(250)));
+        let finished = tts_proto::v1::ChunkFinished {
+            engine_seconds: f64::INFINITY,
+            ..Default::default()
+        };
+        assert!(finished_stats(&finished).unwrap_err().contains("engine_seconds"));
     }
 }

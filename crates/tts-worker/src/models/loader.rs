@@ -105,6 +105,7 @@ fn load_reason(error: &EngineError) -> LoadFailureReason {
         EngineError::Espeak(_)
         | EngineError::OnnxRuntime(_)
         | EngineError::Inference { .. }
+        | EngineError::Panicked { .. }
         | EngineError::WorkerUnavailable(_)
         | EngineError::Cancelled => LoadFailureReason::Other,
     }
