@@ -27,10 +27,9 @@ browser-test: test-deps
 	$(CARGO) build --locked -p ttsd
 	node tests/browser/dashboard.mjs --binary target/debug/ttsd
 
-## One PNG per dashboard tab in docs/img/, taken by the browser test.
-screenshots: test-deps assets
-	$(CARGO) build --locked -p ttsd
-	node tests/browser/dashboard.mjs --binary target/debug/ttsd --screenshots docs/img
+## One PNG per dashboard tab in docs/img/, taken by the browser test against the release build.
+screenshots: test-deps assets release
+	node tests/browser/dashboard.mjs --binary target/release/ttsd --screenshots docs/img
 
 deps:
 	./scripts/install-deps.sh run

@@ -977,8 +977,38 @@ impl GatewayMetrics {
             .map(|slo| (slo.as_str().to_owned(), self.slo_events.bad(*slo).into()))
             .collect();
         let threads = pool.threads.max(1);
+        let compliance = [
+            (
+                "first_audio",
+                w.first_audio_ok.ratio(),
+                self.slo.objectives.first_audio,
+            ),
+            ("barge_in", w.barge_in_ok.ratio(), self.slo.objectives.barge_in),
+            (
+                "frame_pacing",
+                w.jitter_ok.ratio(),
+                self.slo.objectives.frame_pacing,
+            ),
+            (
+                "availability",
+                w.availability_ok.ratio(),
+                self.slo.objectives.availability,
+            ),
+        ];
+        // Degraded while any SLO's share of good events over the window is below its objective: what an
+        // operator curling the summary needs to know first, not a constant "ok".
+        let breached: Vec<&str> = compliance
+            .iter()
+            .filter(|(_, ratio, objective)| ratio.is_some_and(|r| r < *objective))
+            .map(|(name, _, _)| *name)
+            .collect();
+        let compliance: serde_json::Map<String, serde_json::Value> = compliance
+            .iter()
+            .map(|(name, ratio, _)| ((*name).to_owned(), (*ratio).into()))
+            .collect();
         serde_json::json!({
-            "status": "ok",
+            "status": if breached.is_empty() { "ok" } else { "degraded" },
+            "slo_breached": breached,
             "window_seconds": self.slo.window_seconds,
             "synthesis_total": self.synthesis_total.load(Relaxed),
             "synthesis_errors": self.synthesis_errors.load(Relaxed),
@@ -999,31 +1029,26 @@ impl GatewayMetrics {
             "frame_interval_p95_ms": ms(&w.frame_interval, 0.95),
             "real_time_factor_p50": w.real_time_factor.quantile(0.5).map(|v| round(v, 5)),
             "slo": self.slo_lines(),
-            "slo_compliance": {
-                "first_audio": w.first_audio_ok.ratio(),
-                "barge_in": w.barge_in_ok.ratio(),
-                "jitter": w.jitter_ok.ratio(),
-                "availability": w.availability_ok.ratio(),
-            },
+            "slo_compliance": compliance,
         })
     }
 }
 
 impl GatewayMetrics {
-    /// The configured SLO thresholds, in the summary's milliseconds: the dashboard draws them as lines.
+    /// The configured SLO thresholds, in the summary's milliseconds (the dashboard draws them as lines),
+    /// and the objectives its error-budget figures are computed against.
     fn slo_lines(&self) -> serde_json::Value {
         let first_audio = &self.slo.first_audio_seconds;
         let frame_interval =
             self.slo.frame_interval_target_seconds + self.slo.frame_interval_tolerance_seconds;
         serde_json::json!({
-            // One line for the chart: the most lenient engine threshold (each engine's is below).
-            "first_audio_ms": round(first_audio.espeak.max(first_audio.piper) * 1000.0, 3),
-            "first_audio_ms_by_engine": {
+            "first_audio_ms": {
                 "espeak": round(first_audio.espeak * 1000.0, 3),
                 "piper": round(first_audio.piper * 1000.0, 3),
             },
             "barge_in_ms": round(self.slo.barge_in_seconds * 1000.0, 3),
             "frame_interval_ms": round(frame_interval * 1000.0, 3),
+            "objectives": self.slo.objectives,
         })
     }
 }
@@ -1090,5 +1115,47 @@ impl prometheus_client::collector::Collector for SloCollector {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> tts_core::pool::PoolStats {
+        tts_core::pool::PoolStats {
+            threads: 2,
+            busy: 0,
+            queued: 0,
+            queue_capacity: 16,
+            discarded: 0,
+            busy_seconds: 0.0,
+            panics: 0,
+        }
+    }
+
+    #[test]
+    fn the_summary_status_is_degraded_exactly_while_an_slo_is_below_its_objective() {
+        let metrics = GatewayMetrics::register(&mut Registry::default(), SloConfig::default());
+        assert_eq!(
+            metrics.summary(&pool())["status"],
+            "ok",
+            "no events, nothing breached"
+        );
+        for _ in 0..19 {
+            metrics.barge_in(Command::Stop, Duration::from_millis(5), None);
+        }
+        let summary = metrics.summary(&pool());
+        assert_eq!(
+            summary["status"], "ok",
+            "19 of 19 barge-ins within 50 ms: {summary}"
+        );
+        // 19 good and 2 bad is 90.5 %, below the 95 % objective.
+        metrics.barge_in(Command::Stop, Duration::from_secs(1), None);
+        metrics.barge_in(Command::Pause, Duration::from_secs(1), None);
+        let summary = metrics.summary(&pool());
+        assert_eq!(summary["status"], "degraded", "{summary}");
+        assert_eq!(summary["slo_breached"], serde_json::json!(["barge_in"]));
+        assert_eq!(summary["slo"]["objectives"]["barge_in"], 0.95);
     }
 }

@@ -20,8 +20,9 @@
 //!   [`dashboard`] at `/dashboard`.
 //!
 //! It does not build the registry (the binary does, once, and passes it down), does not define metric
-//! names beyond the standard process, GPU and Redis-client ones, and does not serve HTTP itself: [`router`] is a value the
-//! binary mounts on the admin listener.
+//! names beyond the standard process, GPU and Redis-client ones (the dashboard only reads a fixed list of
+//! the binary's), and does not serve HTTP itself: [`router`] is a value the binary mounts on the admin
+//! listener.
 //!
 //! Wiring, as the binary does it:
 //!

@@ -261,6 +261,18 @@ async fn metrics_match_what_the_client_saw() {
     );
     assert!(summary["session_barge_in_p95_ms"].as_f64().is_some());
     assert_eq!(summary["slo_compliance"]["availability"].as_f64(), Some(1.0));
+    // The status is judged against the objectives, not a constant: it agrees with the compliance ratios.
+    let breached: Vec<&str> = ["first_audio", "barge_in", "frame_pacing", "availability"]
+        .into_iter()
+        .filter(|slo| {
+            let ratio = summary["slo_compliance"][slo].as_f64();
+            let objective = summary["slo"]["objectives"][slo].as_f64().unwrap();
+            ratio.is_some_and(|r| r < objective)
+        })
+        .collect();
+    let expected = if breached.is_empty() { "ok" } else { "degraded" };
+    assert_eq!(summary["status"], expected, "{summary}");
+    assert_eq!(summary["slo_breached"], serde_json::json!(breached));
 
     // No label value may identify a session, a client or text.
     for sample in &m.samples {

@@ -262,7 +262,7 @@
       $("ov-slo").innerHTML = '<div class="muted">SLOs are measured at the gateway, where the client\'s clock is.</div>';
       return;
     }
-    const names = { first_audio: "First audio", barge_in: "Barge-in", jitter: "Pacing (frame interval)",
+    const names = { first_audio: "First audio", barge_in: "Barge-in", frame_pacing: "Pacing (frame interval)", jitter: "Pacing (frame interval)",
       availability: "Availability" };
     let html = '<table><tr><th>SLO</th><th class="num">Compliance</th><th class="num">Objective</th>' +
       '<th class="num">Budget left</th><th class="num">Violations</th></tr>';
@@ -396,9 +396,8 @@
       });
       let view = chartViews.get(spec.id);
       if (!view) {
-        const fmt = (v) => (v >= 1000 ? (v / 1000).toFixed(1) + "k" : Number(v.toFixed(spec.digits || 2)).toString());
         view = new TtsCharts.LineChart(el.querySelector("canvas"), { thresholds: (spec.thresholds || [])
-          .filter((v) => v).map((value) => ({ value })), max: spec.max, format: fmt });
+          .filter((v) => v).map((value) => ({ value })), max: spec.max });
         chartViews.set(spec.id, view);
       }
       view.draw({ t, series }, windowMs);

@@ -18,6 +18,14 @@
     return 10 * mag;
   }
 
+  // Enough decimals to tell two ticks `step` apart (0.0025 needs four), thousands as "k".
+  function axisLabel(v, step) {
+    if (v >= 1000 && step >= 100) return Number((v / 1000).toFixed(2)).toString() + "k";
+    let decimals = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
+    while (decimals < 6 && Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-6) decimals++;
+    return v.toFixed(decimals);
+  }
+
   function clock(ms) {
     const d = new Date(ms);
     return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0") + ":" +
@@ -63,7 +71,6 @@
       const top = Math.ceil(max / step) * step;
       const x = (t) => PAD.left + ((t - t0) / windowMs) * plotW;
       const y = (v) => PAD.top + plotH - (v / top) * plotH;
-      const fmt = this.options.format || ((v) => String(v));
       ctx.font = "11px system-ui, sans-serif";
       ctx.lineWidth = 1;
       ctx.strokeStyle = css("--line");
@@ -73,7 +80,7 @@
       for (let v = 0; v <= top + step / 2; v += step) {
         const yy = Math.round(y(v)) + 0.5;
         ctx.beginPath(); ctx.moveTo(PAD.left, yy); ctx.lineTo(width - PAD.right, yy); ctx.stroke();
-        ctx.fillText(fmt(v), PAD.left - 6, yy);
+        ctx.fillText(axisLabel(v, step), PAD.left - 6, yy);
       }
       ctx.textAlign = "center";
       ctx.textBaseline = "top";
