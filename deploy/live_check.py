@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Runs deploy/prometheus/prometheus.yml for real: Debian's Prometheus scraping a real `ttsd serve` and
-Debian's prometheus-node-exporter, all on loopback ports chosen here, until every target is up; then drives
+a real `ttsd worker` and Debian's prometheus-node-exporter, all on loopback ports chosen here, until every
+target is up; then drives
 a small load (`ttsd bench`, with barge-ins) and evaluates every Grafana dashboard query whose needs
 (deploy/grafana/needs.json) this setup meets, failing on any that returns no series.
 
-The shipped file is used as it is except for addresses: the `ttsd-gateway` job's targets become the
-started ttsd's admin port, jobs with no process here (`ttsd-worker`) are dropped and listed, a `node`
+The shipped file is used as it is except for addresses: the `ttsd-gateway` and `ttsd-worker` jobs' targets
+become the started processes' admin ports, jobs with no process here are dropped and listed, a `node`
 job is added for node-exporter, alerting is left out, and `rule_files` points at the shipped rules. Without
 a shipped file yet, a minimal one (the same two jobs, no rules) still serves the dashboard queries.
 
@@ -72,6 +73,18 @@ def start_ttsd(binary, workdir):
     sys.exit("live: ttsd did not announce its addresses; see its log")
 
 
+def start_worker(binary, workdir):
+    """Starts `ttsd worker` on loopback; returns it and its admin address once its voice is resident."""
+    admin = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [binary, "worker", "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", admin, "--name", "live",
+         "--voice", "espeak-en-us", "--threads", "1"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(workdir / "worker.log", "w"))
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    wait("the worker ready", deadline, lambda: urllib.request.urlopen(f"http://{admin}/readiness", timeout=5).status == 200)
+    return process, admin
+
+
 def minimal_config():
     return {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [{"job_name": "ttsd-gateway", "static_configs": [{"targets": []}]}]}
@@ -119,12 +132,13 @@ def check_dashboards(binary, ws, web, available):
     return not empty
 
 
-def config(source, ttsd_admin, node):
+def config(source, ttsd_admin, worker_admin, node):
     shipped = yaml.safe_load(source.read_text())
     kept, dropped = [], []
+    local = {"ttsd-gateway": ttsd_admin, "ttsd-worker": worker_admin}
     for job in shipped.get("scrape_configs", []):
-        if job["job_name"] == "ttsd-gateway":
-            job["static_configs"] = [{"targets": [ttsd_admin]}]
+        if job["job_name"] in local:
+            job["static_configs"] = [{"targets": [local[job["job_name"]]]}]
             kept.append(job)
         else:
             dropped.append(job["job_name"])
@@ -150,16 +164,19 @@ def main():
     try:
         ttsd, ws, admin = start_ttsd(binary, workdir)
         processes.append(ttsd)
+        worker, worker_admin = start_worker(binary, workdir)
+        processes.append(worker)
         node = f"127.0.0.1:{free_port()}"
         processes.append(subprocess.Popen(
             [node_exporter, f"--web.listen-address={node}", "--collector.disable-defaults",
              "--collector.cpu", "--collector.meminfo", "--collector.loadavg"],
             stdout=subprocess.DEVNULL, stderr=open(workdir / "node.log", "w")))
         if shipped_exists:
-            shipped, dropped = config(source, admin, node)
+            shipped, dropped = config(source, admin, worker_admin, node)
         else:
             shipped = minimal_config()
             shipped["scrape_configs"][0]["static_configs"][0]["targets"] = [admin]
+            shipped["scrape_configs"].append({"job_name": "ttsd-worker", "static_configs": [{"targets": [worker_admin]}]})
             shipped["scrape_configs"].append({"job_name": "node", "static_configs": [{"targets": [node]}]})
             dropped = []
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(shipped))
@@ -175,7 +192,7 @@ def main():
             targets = json.loads(get(f"http://{web}/api/v1/targets"))["data"]["activeTargets"]
             health.clear()
             health.update({t["labels"]["job"]: t["health"] for t in targets})
-            return len(health) == 2 and all(h == "up" for h in health.values())
+            return len(health) == 3 and all(h == "up" for h in health.values())
 
         wait("every target up", deadline, all_up)
         rules = json.loads(get(f"http://{web}/api/v1/rules"))["data"]["groups"]
@@ -184,7 +201,7 @@ def main():
               f"{', '.join(f'{job}={state}' for job, state in sorted(health.items()))}; "
               f"{sum(len(g['rules']) for g in rules)} rules in {len(rules)} groups loaded; "
               f"jobs without a process here: {', '.join(dropped) or 'none'}")
-        available = {"gateway", "node"} | ({"rules"} if rules else set())
+        available = {"gateway", "worker", "node"} | ({"rules"} if rules else set())
         slo_series = get(f"http://{web}/api/v1/query?{urllib.parse.urlencode({'query': 'count(tts_slo_events_total)'})}")
         if json.loads(slo_series)["data"]["result"]:
             available.add("slo")
