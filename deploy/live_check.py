@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Runs deploy/prometheus/prometheus.yml for real: Debian's Prometheus scraping a real `ttsd serve` and
-Debian's prometheus-node-exporter, all on loopback ports chosen here, until every target is up.
+a real `ttsd worker` and Debian's prometheus-node-exporter, all on loopback ports chosen here, until every
+target is up; then drives
+a small load (`ttsd bench`, with barge-ins) and evaluates every Grafana dashboard query whose needs
+(deploy/grafana/needs.json) this setup meets, failing on any that returns no series.
 
-The shipped file is used as it is except for addresses: the `ttsd-gateway` job's targets become the
-started ttsd's admin port, jobs with no process here (`ttsd-worker`) are dropped and listed, a `node`
-job is added for node-exporter, alerting is left out, and `rule_files` points at the shipped rules.
+The shipped file is used as it is except for addresses: the `ttsd-gateway` and `ttsd-worker` jobs' targets
+become the started processes' admin ports, jobs with no process here are dropped and listed, a `node`
+job is added for node-exporter, alerting is left out, and `rule_files` points at the shipped rules. Without
+a shipped file yet, a minimal one (the same two jobs, no rules) still serves the dashboard queries.
 
-Usage: deploy/live_check.py TTSD_BINARY   (exit 0 when every target is up within the deadline, 77 when
-there is no deploy/prometheus/prometheus.yml yet)
+Usage: deploy/live_check.py TTSD_BINARY   (exit 0 when every target is up and every checkable query returns
+data within the deadline)
 """
 
 import json
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -52,6 +57,7 @@ def wait(what, deadline, probe):
 
 
 def start_ttsd(binary, workdir):
+    """Starts `ttsd serve` on loopback; returns it, its WebSocket base URL and its admin address."""
     log = open(workdir / "ttsd.log", "w")
     process = subprocess.Popen(
         [binary, "serve", "--listen", "127.0.0.1:0", "--admin-listen", f"127.0.0.1:{free_port()}",
@@ -59,20 +65,80 @@ def start_ttsd(binary, workdir):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
     deadline = time.monotonic() + DEADLINE_SECONDS
     for line in process.stdout:
-        match = re.match(r"ttsd admin: http://(\S+)", line)
+        match = re.match(r"ttsd ready: stream=(ws://[^/\s]+)\S* admin=http://(\S+)", line)
         if match:
-            return process, match.group(1)
+            return process, match.group(1), match.group(2)
         if time.monotonic() > deadline:
             break
-    sys.exit("live: ttsd did not announce its admin address; see its log")
+    sys.exit("live: ttsd did not announce its addresses; see its log")
 
 
-def config(source, ttsd_admin, node):
+def start_worker(binary, workdir):
+    """Starts `ttsd worker` on loopback; returns it and its admin address once its voice is resident."""
+    admin = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [binary, "worker", "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", admin, "--name", "live",
+         "--voice", "espeak-en-us", "--threads", "1"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(workdir / "worker.log", "w"))
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    wait("the worker ready", deadline, lambda: urllib.request.urlopen(f"http://{admin}/readiness", timeout=5).status == 200)
+    return process, admin
+
+
+def minimal_config():
+    return {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "ttsd-gateway", "static_configs": [{"targets": []}]}]}
+
+
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "1m", "$instance": ".*"}
+
+
+def dashboard_queries(available):
+    """(dashboard uid, panel title, query) for every query whose needs are all in `available`, and the
+    panels left out with what they need."""
+    needs = json.loads((ROOT / "deploy/grafana/needs.json").read_text())
+    checkable, left_out = [], []
+    for path in sorted((ROOT / "deploy/grafana/dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            panel_needs = set(needs[board["uid"]][str(panel["id"])])
+            if not panel_needs <= available:
+                left_out.append(f"{board['uid']}/{panel['title']} ({'+'.join(sorted(panel_needs - available))})")
+                continue
+            for target in panel["targets"]:
+                expr = target["expr"]
+                for name, value in GRAFANA_VARIABLES.items():
+                    expr = expr.replace(name, value)
+                checkable.append((board["uid"], panel["title"], expr))
+    return checkable, left_out
+
+
+def check_dashboards(binary, ws, web, available):
+    subprocess.run([binary, "bench", "--url", ws, "--voice", "espeak-en-us", "--sessions", "4",
+                    "--duration-seconds", "8", "--warmup-seconds", "0", "--barge-in-every", "2"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=DEADLINE_SECONDS)
+    time.sleep(3)  # a few more scrapes after the load, so every rate has two samples
+    checkable, left_out = dashboard_queries(available)
+    empty = []
+    for uid, title, expr in checkable:
+        query = urllib.parse.urlencode({"query": expr})
+        result = json.loads(get(f"http://{web}/api/v1/query?{query}"))["data"]["result"]
+        if not result:
+            empty.append(f"{uid}/{title}: {expr}")
+    for line in empty:
+        print(f"live: NO DATA {line}")
+    print(f"live: {len(checkable) - len(empty)} of {len(checkable)} dashboard queries returned data under load; "
+          f"{len(left_out)} panels need what does not run here: {', '.join(left_out)}")
+    return not empty
+
+
+def config(source, ttsd_admin, worker_admin, node):
     shipped = yaml.safe_load(source.read_text())
     kept, dropped = [], []
+    local = {"ttsd-gateway": ttsd_admin, "ttsd-worker": worker_admin}
     for job in shipped.get("scrape_configs", []):
-        if job["job_name"] == "ttsd-gateway":
-            job["static_configs"] = [{"targets": [ttsd_admin]}]
+        if job["job_name"] in local:
+            job["static_configs"] = [{"targets": [local[job["job_name"]]]}]
             kept.append(job)
         else:
             dropped.append(job["job_name"])
@@ -80,6 +146,7 @@ def config(source, ttsd_admin, node):
     shipped["scrape_configs"] = kept
     shipped.pop("alerting", None)
     shipped["global"]["scrape_interval"] = "1s"
+    shipped["global"]["evaluation_interval"] = "1s"
     shipped["rule_files"] = [str(ROOT / "deploy/prometheus/rules/*.yml")]
     return shipped, dropped
 
@@ -87,9 +154,7 @@ def config(source, ttsd_admin, node):
 def main():
     binary = sys.argv[1]
     source = ROOT / "deploy/prometheus/prometheus.yml"
-    if not source.exists():
-        print("live: skipped: deploy/prometheus/prometheus.yml does not exist yet")
-        sys.exit(77)
+    shipped_exists = source.exists()
     node_exporter = shutil.which("prometheus-node-exporter")
     prometheus = shutil.which("prometheus")
     if not node_exporter or not prometheus:
@@ -97,14 +162,23 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="ttsd-live-"))
     processes = []
     try:
-        ttsd, admin = start_ttsd(binary, workdir)
+        ttsd, ws, admin = start_ttsd(binary, workdir)
         processes.append(ttsd)
+        worker, worker_admin = start_worker(binary, workdir)
+        processes.append(worker)
         node = f"127.0.0.1:{free_port()}"
         processes.append(subprocess.Popen(
             [node_exporter, f"--web.listen-address={node}", "--collector.disable-defaults",
              "--collector.cpu", "--collector.meminfo", "--collector.loadavg"],
             stdout=subprocess.DEVNULL, stderr=open(workdir / "node.log", "w")))
-        shipped, dropped = config(source, admin, node)
+        if shipped_exists:
+            shipped, dropped = config(source, admin, worker_admin, node)
+        else:
+            shipped = minimal_config()
+            shipped["scrape_configs"][0]["static_configs"][0]["targets"] = [admin]
+            shipped["scrape_configs"].append({"job_name": "ttsd-worker", "static_configs": [{"targets": [worker_admin]}]})
+            shipped["scrape_configs"].append({"job_name": "node", "static_configs": [{"targets": [node]}]})
+            dropped = []
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(shipped))
         web = f"127.0.0.1:{free_port()}"
         processes.append(subprocess.Popen(
@@ -118,14 +192,21 @@ def main():
             targets = json.loads(get(f"http://{web}/api/v1/targets"))["data"]["activeTargets"]
             health.clear()
             health.update({t["labels"]["job"]: t["health"] for t in targets})
-            return len(health) == 2 and all(h == "up" for h in health.values())
+            return len(health) == 3 and all(h == "up" for h in health.values())
 
         wait("every target up", deadline, all_up)
         rules = json.loads(get(f"http://{web}/api/v1/rules"))["data"]["groups"]
-        print(f"live: Prometheus {web} ran deploy/prometheus/prometheus.yml: targets up: "
+        what = "deploy/prometheus/prometheus.yml" if shipped_exists else "a minimal config (no deploy/prometheus/prometheus.yml yet)"
+        print(f"live: Prometheus {web} ran {what}: targets up: "
               f"{', '.join(f'{job}={state}' for job, state in sorted(health.items()))}; "
               f"{sum(len(g['rules']) for g in rules)} rules in {len(rules)} groups loaded; "
               f"jobs without a process here: {', '.join(dropped) or 'none'}")
+        available = {"gateway", "worker", "node"} | ({"rules"} if rules else set())
+        slo_series = get(f"http://{web}/api/v1/query?{urllib.parse.urlencode({'query': 'count(tts_slo_events_total)'})}")
+        if json.loads(slo_series)["data"]["result"]:
+            available.add("slo")
+        if not check_dashboards(binary, ws, web, available):
+            sys.exit(1)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)

@@ -12,7 +12,7 @@ Every panel has a unit, a description and the `${datasource}` variable; every ra
 `[$__rate_interval]` (budget panels over the whole time range use `[$__range]`). Each panel also names,
 in `needs`, what must run for its query to return data: `gateway` (ttsd serve), `worker` (ttsd worker),
 `remote` (a gateway with remote workers), `redis`, `gpu` (an NVIDIA GPU), `node` (node-exporter),
-`rules` (Prometheus loaded deploy/prometheus/rules). The live check evaluates the queries whose needs it
+`rules` (Prometheus loaded deploy/prometheus/rules), `slo` (a ttsd that counts `tts_slo_events_total`). The live check evaluates the queries whose needs it
 can meet and lists the others. `needs` is kept out of the JSON Grafana reads: it goes to
 deploy/grafana/needs.json.
 """
@@ -248,17 +248,17 @@ def slos():
     bad = f'sum by (slo) (rate(tts_slo_events_total{{result="bad"}}[{RI}]))'
     every = f"sum by (slo) (rate(tts_slo_events_total[{RI}]))"
     b.panel("timeseries", "Burn rate", "Bad-event share over the panel's interval divided by the error budget (1 − objective, slo:objective:ratio); 1 spends the budget exactly over the SLO period.",
-            "short", [(f"({bad} / {every}) / (1 - slo:objective:ratio)", "{{slo}}")], {"gateway", "rules"}, width=24,
+            "short", [(f"({bad} / {every}) / (1 - slo:objective:ratio)", "{{slo}}")], {"gateway", "rules", "slo"}, width=24,
             defaults={"custom": {"thresholdsStyle": {"mode": "dashed"}},
                       "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}, {"color": "red", "value": 14.4}]}})
     b.panel("bargauge", "Error budget left (time range)", "1 − (bad share over the dashboard's time range ÷ error budget), per SLO: below 0 the range overspent.",
             "percentunit", [(f'1 - (sum by (slo) (increase(tts_slo_events_total{{result="bad"}}[$__range])) / sum by (slo) (increase(tts_slo_events_total[$__range]))) / (1 - slo:objective:ratio)', "{{slo}}")],
-            {"gateway", "rules"}, defaults={"min": 0, "max": 1})
+            {"gateway", "rules", "slo"}, defaults={"min": 0, "max": 1})
     b.panel("timeseries", "Events per second", "SLO events counted by the gateways, by SLO and result (tts_slo_events_total).", "ops",
-            [(f"sum by (slo, result) (rate(tts_slo_events_total[{RI}]))", "{{slo}} {{result}}")], {"gateway"})
+            [(f"sum by (slo, result) (rate(tts_slo_events_total[{RI}]))", "{{slo}} {{result}}")], {"gateway", "slo"})
     b.panel("timeseries", "Error ratio, 5m and 1h windows", "Bad share per SLO as the alerting rules see it (slo:sli_error:ratio_rate5m, …1h), against the budget.",
             "percentunit", [("max by (slo) (slo:sli_error:ratio_rate5m)", "{{slo}} 5m"), ("max by (slo) (slo:sli_error:ratio_rate1h)", "{{slo}} 1h"),
-                            ("max by (slo) (1 - slo:objective:ratio)", "{{slo}} budget")], {"gateway", "rules"}, width=24)
+                            ("max by (slo) (1 - slo:objective:ratio)", "{{slo}} budget")], {"gateway", "rules", "slo"}, width=24)
     return b
 
 

@@ -113,7 +113,9 @@ fn every_query_is_promql_that_prometheus_parses() {
 
 #[test]
 fn every_panel_names_what_it_needs_and_uses_known_parts() {
-    const PARTS: [&str; 7] = ["gateway", "worker", "remote", "redis", "gpu", "node", "rules"];
+    const PARTS: [&str; 8] = [
+        "gateway", "worker", "remote", "redis", "gpu", "node", "rules", "slo",
+    ];
     let queries = queries();
     for query in &queries {
         assert!(!query.needs.is_empty(), "{query:?}");
@@ -135,6 +137,9 @@ fn every_panel_names_what_it_needs_and_uses_known_parts() {
         }
         if query.expr.contains("slo:") {
             assert!(query.needs.iter().any(|n| n == "rules"), "{query:?}");
+        }
+        if query.expr.contains("tts_slo_events_total") {
+            assert!(query.needs.iter().any(|n| n == "slo"), "{query:?}");
         }
     }
 }
