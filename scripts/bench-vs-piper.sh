@@ -36,7 +36,7 @@ serve() {
   env "$@" "$bin" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --max-sessions 100 \
     >"$TMP/$name.out" 2>"$TMP/$name.err" &
   PIDS+=($!)
-  for _ in $(seq 1 900); do grep -q '^ttsd ready:' "$TMP/$name.out" && break; sleep 0.1; done
+  for _ in $(seq 1 900); do grep -qs '^ttsd ready:' "$TMP/$name.out" && break; sleep 0.1; done
   local line; line=$(grep '^ttsd ready:' "$TMP/$name.out") || { tail "$TMP/$name.err"; exit 1; }
   URL=$(sed -n 's|.*stream=\(ws://[^/]*\)/v1/stream.*|\1|p' <<<"$line")
   ADMIN=$(sed -n 's|.*admin=\(http://[^ ]*\).*|\1|p' <<<"$line")
@@ -78,10 +78,9 @@ levels = {l["sessions"]: l for l in json.load(open(f"{out}/vs-piper-ttsd.json"))
 def p95(level): return level["first_audio_ms"]["p95"]
 lib_p95, lib1_p95 = lib["default"]["first_p95_ms"], lib["1"]["first_p95_ms"]
 print(f"Piper library first chunk p95, all sentences: {lib_p95:.1f} ms (default threads), {lib1_p95:.1f} ms (1 thread)")
-r1 = p95(levels[1]) / lib_p95
-print(f"ttsd 1 session first audio p95 {p95(levels[1]):.1f} ms = {r1:.2f} x Piper library's (target <= 0.5)")
-r4 = p95(levels[4]) / lib_p95
-print(f"ttsd 4 sessions first audio p95 {p95(levels[4]):.1f} ms = {r4:.2f} x Piper library's 1-session p95 (target <= 1)")
+for n, target in [(1, "<= 0.5"), (4, "<= 1")]:
+    print(f"ttsd {n} session(s) first audio p95 {p95(levels[n]):.1f} ms = {p95(levels[n]) / lib_p95:.2f} x Piper "
+          f"library's 1-session p95 at default threads, {p95(levels[n]) / lib1_p95:.2f} x at 1 thread (target {target})")
 capacity = cores / lib["1"]["rtf"]
 print(f"capacity: {cores} cores / Python ORT 1-thread RTF {lib['1']['rtf']:.4f} = {capacity:.0f} sessions; "
       f"target 0.9 x that = {0.9 * capacity:.0f} sessions with zero underruns")
