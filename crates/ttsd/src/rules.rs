@@ -79,6 +79,21 @@ pub(crate) fn render(slo_config: &tts_gateway::SloConfig) -> Result<Vec<(String,
     ])
 }
 
+/// The names of the Prometheus alerts rendered from `slo_config`, each with a `docs/runbooks/<name>.md`.
+#[cfg(test)]
+pub(crate) fn alert_names(slo_config: &tts_gateway::SloConfig) -> std::collections::BTreeSet<String> {
+    let mut groups = vec![slo::alert_group(slo_config)];
+    groups.extend(alerts::groups(slo_config));
+    groups
+        .into_iter()
+        .flat_map(|group| group.rules)
+        .filter_map(|rule| match rule.kind {
+            yaml::Kind::Alert(name) => Some(name),
+            yaml::Kind::Record(_) => None,
+        })
+        .collect()
+}
+
 /// Names of the files in `dir` that are missing or differ from `files`.
 pub(crate) fn drift(dir: &Path, files: &[(String, String)]) -> Vec<String> {
     files

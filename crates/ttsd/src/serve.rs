@@ -25,7 +25,7 @@ use crate::config::Config;
 
 mod alerting;
 
-use self::alerting::{Slowed, alert_watch, slow_engine_route, watched_remote};
+use self::alerting::{Slowed, alert_watch, slow_engine_route, watched_local, watched_remote};
 
 /// Flags `serve` and `worker` share.
 #[derive(Debug, clap::Args)]
@@ -349,12 +349,7 @@ async fn local_backend(
     tts_worker::PoolCollector::register(registry, pool.clone());
     let engines = Heartbeat::new("engine_pool", Duration::from_secs(30));
     spawn_pool_watchdog(pool.clone(), engines.clone());
-    let watched: Vec<Watched> = vec![(
-        "EnginePoolStalled",
-        tts_alerts::Scope::new(),
-        Arc::new(crate::alerts::HeartbeatCheck(engines.clone())),
-        "The engine pool makes no progress.",
-    )];
+    let watched = watched_local(&engines);
     let backend = Backend {
         synthesizer: pool.clone(),
         checks: vec![Arc::new(PoolHeadroom { pool: pool.clone() })],

@@ -162,20 +162,7 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
             let watch = crate::alerts::Watch {
                 rules: tts_worker::alerting::default_rules(),
                 anomaly_rules: Vec::new(),
-                health_rules: vec![
-                    alerts.health_rule(
-                        "EnginePoolStalled",
-                        tts_alerts::Scope::new(),
-                        Arc::new(crate::alerts::HeartbeatCheck(engines.clone())),
-                        "The worker's engine pool makes no progress.",
-                    ),
-                    alerts.health_rule(
-                        "DefaultVoiceNotResident",
-                        tts_alerts::Scope::new(),
-                        resident.clone(),
-                        "The worker's default voice is not resident.",
-                    ),
-                ],
+                health_rules: health_rules(alerts, &engines, resident.clone()),
                 source: Arc::new(tts_worker::alerting::WorkerSignals::new(pool.clone())),
             };
             let site = crate::alerts::Site {
@@ -370,4 +357,26 @@ fn model_error(error: &ModelError) -> (StatusCode, Json<serde_json::Value>) {
         ModelError::LoadFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, Json(serde_json::json!({ "error": error.to_string() })))
+}
+
+/// The worker's health rules: its engine pool makes progress, its default voice is resident.
+pub(crate) fn health_rules(
+    alerts: &crate::alerts::AlertsConfig,
+    engines: &Arc<Heartbeat>,
+    resident: Arc<dyn HealthCheck>,
+) -> Vec<tts_alerts::HealthRule> {
+    vec![
+        alerts.health_rule(
+            "EnginePoolStalled",
+            tts_alerts::Scope::new(),
+            Arc::new(crate::alerts::HeartbeatCheck(engines.clone())),
+            "The worker's engine pool makes no progress.",
+        ),
+        alerts.health_rule(
+            "DefaultVoiceNotResident",
+            tts_alerts::Scope::new(),
+            resident,
+            "The worker's default voice is not resident.",
+        ),
+    ]
 }

@@ -227,7 +227,7 @@ fn amtool_accepts_the_alertmanager_config_and_routes_by_severity() {
 
 /// mixtool's lint rules (monitoring.mixins.dev), which are not packaged here: CamelCase names; severity
 /// info, warning or critical; a summary that is a plain sentence; a description with the value; a
-/// runbook that exists and says what to check and how to mitigate. Also: no runbook without an alert.
+/// runbook that exists and says what to check and how to mitigate.
 #[test]
 fn every_alert_passes_the_mixin_lint_and_has_a_runbook() {
     let alerts = alerts();
@@ -294,8 +294,10 @@ fn every_alert_passes_the_mixin_lint_and_has_a_runbook() {
                 .to_owned()
         })
         .collect();
-    let names: BTreeSet<String> = alerts.keys().cloned().collect();
-    assert_eq!(runbooks, names, "runbooks and alerts differ");
+    // The built-in alert engine's rules have runbooks too; `every_engine_rule_has_a_runbook` (in the
+    // binary, which knows those rules) checks that no runbook belongs to no alert of either kind.
+    let missing: Vec<&String> = alerts.keys().filter(|name| !runbooks.contains(*name)).collect();
+    assert!(missing.is_empty(), "alerts without a runbook: {missing:?}");
 }
 
 /// Alerts in the rendered rule files: name → one map of labels and annotations per rule. The files are
