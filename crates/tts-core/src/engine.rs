@@ -67,7 +67,15 @@ pub trait Engine: Send {
     /// first chunk and no other engine thread busy), so it may use more than one core. Engines that
     /// cannot use spare cores ignore it.
     fn set_quiet(&mut self, _quiet: bool) {}
+
+    /// Sets the speaking rate of the next [`Engine::synthesize`] calls: 1.0 is the voice's own pace, 2.0
+    /// twice as fast, 0.5 half as fast. Callers keep it within [`SPEED_RANGE`]. The pool sets it before
+    /// every chunk, so every engine must honour it.
+    fn set_speed(&mut self, speed: f32);
 }
+
+/// The speaking rates every engine honours ([`Engine::set_speed`]): OpenAI's speech API range.
+pub const SPEED_RANGE: std::ops::RangeInclusive<f32> = 0.25..=4.0;
 
 /// Settings every engine instance is built with.
 #[derive(Debug, Clone)]

@@ -133,6 +133,8 @@ pub struct Job {
     /// Carried into the engine thread's log span, so its lines name the session.
     pub session_id: Arc<str>,
     pub utterance_id: u64,
+    /// Speaking rate, within [`crate::engine::SPEED_RANGE`]; 1.0 is the voice's own pace.
+    pub speed: f32,
     /// The span the job's `synthesize` span is a child of (the utterance's), across the thread hop.
     pub parent: tracing::Span,
     /// Receives the job's events on the engine thread; must not block.
@@ -304,6 +306,7 @@ impl Pool {
         let warmup_started = Instant::now();
         for engine in &mut warmed {
             let mut samples = 0usize;
+            engine.set_speed(1.0);
             engine
                 .synthesize(WARM_UP_TEXT, &mut |pcm| {
                     samples += pcm.len();
@@ -516,6 +519,7 @@ fn run_job(
     let mut resample_error = None;
     // Busy counts this thread too: quiet means nobody else is synthesising.
     engine.set_quiet(job.first && shared.busy.load(Ordering::Relaxed) <= 1);
+    engine.set_speed(job.speed);
     let result = engine.synthesize(&job.text, &mut |pcm| {
         if cancel.is_cancelled() {
             return Flow::Stop;
@@ -598,6 +602,7 @@ mod tests {
             cancel: cancel.token(),
             session_id: name.into(),
             utterance_id: 1,
+            speed: 1.0,
             parent: tracing::Span::none(),
             events: Box::new(move |event| {
                 let kind = match event {
@@ -623,6 +628,7 @@ mod tests {
             cancel: CancelSource::new().token(),
             session_id: "blocker".into(),
             utterance_id: 0,
+            speed: 1.0,
             parent: tracing::Span::none(),
             events: Box::new(move |event| {
                 if let (JobEvent::Started { .. }, Some(rx)) = (&event, release_rx.take()) {
@@ -688,6 +694,8 @@ mod tests {
         fn sample_rate(&self) -> u32 {
             22_050
         }
+
+        fn set_speed(&mut self, _: f32) {}
 
         fn synthesize(&mut self, _: &str, _: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
             panic!("index out of bounds in a phoneme table");
@@ -817,6 +825,7 @@ mod tests {
             cancel: CancelSource::new().token(),
             session_id: "s".into(),
             utterance_id: 1,
+            speed: 1.0,
             parent: tracing::Span::none(),
             events: Box::new(move |event| {
                 let _ = tx.send(event);

@@ -38,7 +38,6 @@ pub(crate) const OPENAI_VOICES: [&str; 13] = [
 /// OpenAI's `pcm` is 24 kHz; `sample_rate` picks another.
 const DEFAULT_SAMPLE_RATE: u32 = 24_000;
 const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=48_000;
-const SPEED_RANGE: std::ops::RangeInclusive<f64> = 0.25..=4.0;
 
 /// The request body. Unknown fields are ignored, as OpenAI-compatible servers do.
 #[derive(Debug, Deserialize)]
@@ -71,6 +70,7 @@ struct Speech {
     format: Format,
     sse: bool,
     rate: u32,
+    speed: f32,
 }
 
 /// API keys are not configured yet: every request is allowed. When they are, this is the one check,
@@ -193,7 +193,7 @@ fn check(state: &GatewayState, request: SpeechRequest) -> Result<Speech, ApiErro
             ));
         }
     };
-    check_speed(request.speed)?;
+    let speed = check_speed(request.speed)?;
     let rate = request.sample_rate.unwrap_or(DEFAULT_SAMPLE_RATE);
     if !SAMPLE_RATES.contains(&rate) {
         return Err(ApiError::invalid(
@@ -208,28 +208,23 @@ fn check(state: &GatewayState, request: SpeechRequest) -> Result<Speech, ApiErro
         format,
         sse,
         rate,
+        speed,
     })
 }
 
-/// Speed is checked against OpenAI's range, then refused unless 1.0: the engines speak at the voice's
-/// own rate, and the server does not time-stretch.
-fn check_speed(speed: Option<f64>) -> Result<(), ApiError> {
-    let Some(speed) = speed else { return Ok(()) };
-    if !SPEED_RANGE.contains(&speed) {
+/// OpenAI's range, 0.25 to 4.0 (1.0 when absent); the engine speaks at that rate (Piper scales its
+/// phoneme durations, espeak-ng its words per minute, within 80..=450).
+fn check_speed(speed: Option<f64>) -> Result<f32, ApiError> {
+    let Some(speed) = speed else { return Ok(1.0) };
+    let speed = speed as f32;
+    if !tts_core::engine::SPEED_RANGE.contains(&speed) {
         return Err(ApiError::invalid(
             "speed",
             "invalid_value",
             format!("speed {speed} is out of range (0.25 to 4.0)"),
         ));
     }
-    if (speed - 1.0).abs() > f64::EPSILON {
-        return Err(ApiError::invalid(
-            "speed",
-            "unsupported_value",
-            format!("speed {speed} is not supported: this server speaks only at speed 1.0"),
-        ));
-    }
-    Ok(())
+    Ok(speed)
 }
 
 /// A mapped OpenAI name, then a voice id, then an unmapped OpenAI name (the default voice).
@@ -262,6 +257,7 @@ async fn start(
             transport: Transport::Http,
             request_id: request_id.clone(),
             parent: span.clone(),
+            speed: speech.speed,
         },
     );
     utterance.push_text(&speech.input, true, read_at);

@@ -33,6 +33,8 @@ pub(crate) struct UtteranceSpec {
     pub(crate) request_id: Arc<str>,
     /// The request's span; the utterance's span is its child.
     pub(crate) parent: tracing::Span,
+    /// Speaking rate, within `tts_core::engine::SPEED_RANGE` (1.0: the voice's own pace).
+    pub(crate) speed: f32,
 }
 
 /// What the utterance hands back, in order: `Audio` and `ChunkEnd` any number of times, then `Done` or
@@ -184,6 +186,7 @@ struct Runner {
     voice: Arc<VoiceInfo>,
     transport: Transport,
     request_id: Arc<str>,
+    speed: f32,
     span: tracing::Span,
     cancel: CancelSource,
     backlog: Arc<Backlog>,
@@ -229,6 +232,7 @@ impl Runner {
             voice: spec.voice,
             transport: spec.transport,
             request_id: spec.request_id,
+            speed: spec.speed,
             span,
             cancel,
             backlog,
@@ -403,6 +407,7 @@ impl Runner {
             cancel: self.cancel.token(),
             session_id: self.request_id.clone(),
             utterance_id: 1,
+            speed: self.speed,
             parent: self.span.clone(),
             events: Box::new(move |event| {
                 let _ = tx.send(EngineMessage {

@@ -96,6 +96,7 @@ fn chunk(session: &str, chunk_id: u64, text: &str) -> SynthesizeRequest {
         text: text.into(),
         first: chunk_id == 1,
         trace_context: Default::default(),
+        speed: 1.0,
     }
 }
 

@@ -155,6 +155,17 @@ async fn the_openai_and_wyoming_clients_get_audio_that_matches_the_text() {
         pcm_bytes,
         "WAV and PCM carry the same audio"
     );
+    // speed: the engine speaks faster or slower (Piper scales phoneme durations), not a resampled copy.
+    let ratio = |key: &str| got[key].as_u64().unwrap() as f64 / pcm_bytes as f64;
+    let (fast, slow) = (ratio("pcm_fast_bytes"), ratio("pcm_slow_bytes"));
+    assert!(
+        (0.35..0.65).contains(&fast),
+        "speed 2.0 gives {fast:.2} of the audio"
+    );
+    assert!(
+        (1.6..2.4).contains(&slow),
+        "speed 0.5 gives {slow:.2} of the audio"
+    );
 
     // Length: the same speech as the WebSocket session's, at 24 kHz (and 16 kHz with sample_rate); the
     // session pads its last frame to 20 ms (960 samples).
@@ -252,7 +263,11 @@ async fn the_openai_and_wyoming_clients_get_audio_that_matches_the_text() {
     let scrape = scrape(&server);
     let first_audio = |transport| scrape.sum("tts_first_audio_seconds_count", &[("transport", transport)]);
     assert_eq!(first_audio("ws"), 1.0);
-    assert_eq!(first_audio("http"), 5.0, "wav, pcm, 16 kHz pcm, streamed, sse");
+    assert_eq!(
+        first_audio("http"),
+        7.0,
+        "wav, pcm, 16 kHz pcm, speed 2 and 0.5, streamed, sse"
+    );
     assert_eq!(first_audio("wyoming"), 2.0);
     let completed = |transport| {
         scrape.sum(
@@ -260,7 +275,7 @@ async fn the_openai_and_wyoming_clients_get_audio_that_matches_the_text() {
             &[("transport", transport), ("outcome", "completed")],
         )
     };
-    assert_eq!((completed("http"), completed("wyoming")), (5.0, 2.0));
+    assert_eq!((completed("http"), completed("wyoming")), (7.0, 2.0));
     assert_eq!(
         scrape.sum(
             "tts_api_requests_total",
@@ -346,7 +361,7 @@ async fn bad_input_gets_the_documented_error_and_costs_a_bystander_nothing() {
     );
     assert!(format.contains("mp3") && format.contains("wav, pcm"), "{format}");
     expect("speed_out_of_range", 400, Some("speed"), "invalid_value");
-    expect("speed_unsupported", 400, Some("speed"), "unsupported_value");
+    expect("speed_too_slow", 400, Some("speed"), "invalid_value");
     expect("unknown_model", 400, Some("model"), "model_not_found");
     expect("wrong_content_type", 415, None, "unsupported_media_type");
     expect("malformed_json", 400, None, "invalid_json");

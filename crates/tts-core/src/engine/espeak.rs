@@ -235,7 +235,14 @@ fn clause_punctuation(source: &[u8]) -> Option<char> {
 pub(super) struct EspeakEngine {
     voice: VoiceInfo,
     sample_rate: u32,
+    /// Words per minute for the next chunks ([`Engine::set_speed`]).
+    rate_wpm: c_int,
 }
+
+/// espeak-ng's own pace (`espeakRATE_NORMAL`) and the rates it accepts.
+const RATE_NORMAL_WPM: f32 = 175.0;
+const RATE_MIN_WPM: c_int = 80;
+const RATE_MAX_WPM: c_int = 450;
 
 impl EspeakEngine {
     pub(super) fn new(voice: VoiceInfo) -> Result<Self, EngineError> {
@@ -245,6 +252,7 @@ impl EspeakEngine {
         Ok(Self {
             sample_rate: espeak.sample_rate,
             voice,
+            rate_wpm: RATE_NORMAL_WPM as c_int,
         })
     }
 }
@@ -258,10 +266,24 @@ impl Engine for EspeakEngine {
         self.sample_rate
     }
 
+    fn set_speed(&mut self, speed: f32) {
+        // espeak-ng speaks 80..=450 words per minute: 0.46x to 2.6x its own pace, the nearest rate
+        // beyond that.
+        self.rate_wpm = ((RATE_NORMAL_WPM * speed).round() as c_int).clamp(RATE_MIN_WPM, RATE_MAX_WPM);
+    }
+
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
         let mut guard = lock()?;
         let espeak = state(&mut guard)?;
         select_voice(espeak, &self.voice.espeak_voice)?;
+        // The library is shared by every voice and caller: set the rate under the lock, every chunk.
+        // SAFETY: plain call under the lock.
+        let rc = unsafe { ffi::espeak_SetParameter(ffi::ESPEAK_RATE, self.rate_wpm, 0) };
+        if rc != ffi::EE_OK {
+            return Err(EngineError::Espeak(format!(
+                "espeak_SetParameter(rate) returned {rc}"
+            )));
+        }
         let c_text = CString::new(text.replace('\0', " "))
             .map_err(|_| EngineError::Espeak("text contains a NUL byte".into()))?;
         let mut stopped = false;
@@ -334,6 +356,42 @@ mod tests {
         assert!(buffers > 10, "streamed in {buffers} buffers");
         let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap();
         assert!(peak > 3000, "peak {peak}: not speech");
+    }
+
+    #[test]
+    fn speed_changes_the_rate_for_this_engine_only_and_holds_until_changed() {
+        let text = "Please hold while I check the schedule, it will only take a moment.";
+        let length = |engine: &mut EspeakEngine| {
+            let mut samples = 0usize;
+            engine
+                .synthesize(text, &mut |pcm| {
+                    samples += pcm.len();
+                    Flow::Continue
+                })
+                .unwrap();
+            samples as f64
+        };
+        let mut fast = EspeakEngine::new(en_us()).unwrap();
+        let mut normal = EspeakEngine::new(en_us()).unwrap();
+        let base = length(&mut normal);
+        fast.set_speed(2.0);
+        let doubled = length(&mut fast);
+        // The library is shared: the other engine's next chunk is back at its own pace.
+        let again = length(&mut normal);
+        fast.set_speed(0.5);
+        let halved = length(&mut fast);
+        assert!(
+            (0.35..0.7).contains(&(doubled / base)),
+            "speed 2: {doubled} vs {base}"
+        );
+        assert!(
+            (0.95..1.05).contains(&(again / base)),
+            "speed 1 again: {again} vs {base}"
+        );
+        assert!(
+            (1.5..2.5).contains(&(halved / base)),
+            "speed 0.5: {halved} vs {base}"
+        );
     }
 
     #[test]

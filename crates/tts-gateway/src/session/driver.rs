@@ -691,6 +691,7 @@ impl Driver {
             cancel: self.cancel.token_at(generation),
             session_id: self.session_id.clone(),
             utterance_id,
+            speed: 1.0,
             parent: utterance.span.clone(),
             events: Box::new(move |event| {
                 let _ = tx.send(EngineMessage {

@@ -163,6 +163,7 @@ impl Link {
             text: job.text.clone(),
             first: job.first,
             trace_context: tts_proto::trace_context_map(&job.parent),
+            speed: job.speed,
         };
         let now = Instant::now();
         self.open = Some(Open {

@@ -228,6 +228,7 @@ impl Connection {
                 transport: Transport::Wyoming,
                 request_id: self.request_id.clone(),
                 parent: self.span.clone(),
+                speed: 1.0,
             },
         );
         if let Some(text) = text {

@@ -80,6 +80,11 @@ impl WorkerSession {
             self.refuse(&request, "the chunk's text is empty");
             return;
         }
+        if speed(&request).is_none() {
+            let message = format!("speed {} is outside 0.25 to 4.0", request.speed);
+            self.refuse(&request, &message);
+            return;
+        }
         let lease = match inner.models.acquire(&request.voice, LoadReason::Demand).await {
             Ok(lease) => lease,
             Err(error) => {
@@ -197,6 +202,8 @@ impl WorkerSession {
         let _ = span.set_parent(tts_proto::trace_context_from_map(&request.trace_context));
         let voice = lease.voice().clone();
         let cancel = self.cancel.token();
+        // Checked when the chunk was received.
+        let speed = speed(&request).unwrap_or(1.0);
         let mut events = ChunkEvents {
             chunk_id,
             received,
@@ -212,6 +219,7 @@ impl WorkerSession {
             cancel,
             session_id: self.id.clone(),
             utterance_id: request.utterance_id,
+            speed,
             parent: span,
             events: Box::new(move |event| events.on(event)),
         };
@@ -311,5 +319,33 @@ fn response(chunk_id: u64, event: Event) -> SynthesizeResponse {
     SynthesizeResponse {
         chunk_id,
         event: Some(event),
+    }
+}
+
+/// The chunk's speaking rate: 0 (a gateway that does not send one) is 1.0; anything outside
+/// [`tts_core::engine::SPEED_RANGE`], or not a number, is `None`.
+fn speed(request: &SynthesizeRequest) -> Option<f32> {
+    match request.speed {
+        0.0 => Some(1.0),
+        speed if tts_core::engine::SPEED_RANGE.contains(&speed) => Some(speed),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_speed_is_one_when_absent_and_refused_outside_the_range() {
+        let with = |speed| SynthesizeRequest {
+            speed,
+            ..Default::default()
+        };
+        assert_eq!(speed(&with(0.0)), Some(1.0), "gateways that send none");
+        assert_eq!(speed(&with(2.0)), Some(2.0));
+        for bad in [0.1, 5.0, f32::NAN, f32::INFINITY, -1.0] {
+            assert_eq!(speed(&with(bad)), None, "{bad}");
+        }
     }
 }

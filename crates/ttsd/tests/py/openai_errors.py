@@ -18,7 +18,7 @@ cases = {
     "unknown_voice": dict(voice="no-such-voice"),
     "unknown_format": dict(response_format="mp3"),
     "speed_out_of_range": dict(speed=5.0),
-    "speed_unsupported": dict(speed=1.5),
+    "speed_too_slow": dict(speed=0.1),
     "unknown_model": dict(model="whisper-1"),
 }
 results = {}

@@ -34,6 +34,11 @@ pcm16 = client.audio.speech.create(
     model="tts-1", voice=voice, input=short_text, response_format="pcm", extra_body={"sample_rate": 16000}
 )
 result["pcm16k_bytes"] = len(pcm16.content)
+for name, speed in (("pcm_fast_bytes", 2.0), ("pcm_slow_bytes", 0.5)):
+    paced = client.audio.speech.create(
+        model="tts-1", voice=voice, input=short_text, response_format="pcm", speed=speed
+    )
+    result[name] = len(paced.content)
 
 # Streamed: note when each piece arrives; the server's own timings come from its log (request id).
 chunks = []

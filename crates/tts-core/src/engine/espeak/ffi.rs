@@ -11,6 +11,8 @@ pub(super) const POS_CHARACTER: c_int = 1;
 pub(super) const ESPEAK_CHARS_UTF8: c_uint = 1;
 pub(super) const ESPEAK_PHONEMES_IPA: c_int = 0x02;
 pub(super) const EE_OK: c_int = 0;
+/// `espeakRATE` of `espeak_PARAMETER`: words per minute, 80..=450, 175 by default.
+pub(super) const ESPEAK_RATE: c_int = 1;
 
 /// `espeak_VOICE` from `speak_lib.h`.
 #[repr(C)]
@@ -40,6 +42,7 @@ unsafe extern "C" {
     ) -> c_int;
     pub(super) fn espeak_SetSynthCallback(callback: SynthCallback);
     pub(super) fn espeak_SetVoiceByName(name: *const c_char) -> c_int;
+    pub(super) fn espeak_SetParameter(parameter: c_int, value: c_int, relative: c_int) -> c_int;
     pub(super) fn espeak_ListVoices(spec: *const EspeakVoice) -> *const *const EspeakVoice;
     pub(super) fn espeak_Synth(
         text: *const c_void,

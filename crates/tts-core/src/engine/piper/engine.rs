@@ -135,6 +135,8 @@ pub(in crate::engine) struct PiperEngine {
     windows_decoded: u64,
     /// Chunks run on the quiet sessions so far.
     quiet_chunks: u64,
+    /// Speaking rate of the next chunks ([`Engine::set_speed`]): divides the voice's `length_scale`.
+    speed: f32,
 }
 
 pub(super) fn session(threads: usize, model: Result<&[u8], &Path>) -> Result<Session, String> {
@@ -267,6 +269,7 @@ impl PiperEngine {
             quiet_next: false,
             windows_decoded: 0,
             quiet_chunks: 0,
+            speed: 1.0,
         })
     }
 
@@ -292,9 +295,10 @@ impl PiperEngine {
     /// Runs `ids` through the quiet sessions when this chunk may and they are free, else through the
     /// instance's own.
     fn infer(&mut self, ids: Vec<i64>, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), Failure> {
+        // VITS's length scale stretches every phoneme's duration: a faster speed is a shorter one.
         let scales = [
             self.config.noise_scale,
-            self.config.length_scale,
+            self.config.length_scale / self.speed,
             self.config.noise_w,
         ];
         let feeds = feeds(&self.config, ids, scales).map_err(Failure::Inference)?;
@@ -373,6 +377,10 @@ impl Engine for PiperEngine {
 
     fn set_quiet(&mut self, quiet: bool) {
         self.quiet_next = quiet;
+    }
+
+    fn set_speed(&mut self, speed: f32) {
+        self.speed = speed;
     }
 
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
