@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Runs deploy/prometheus/prometheus.yml for real: Debian's Prometheus scraping a real `ttsd serve` and
-a real `ttsd worker` and Debian's prometheus-node-exporter, all on loopback ports chosen here, until every
-target is up; then drives
+"""Runs deploy/prometheus/prometheus.yml for real: Debian's Prometheus scraping a real `ttsd serve` (one
+in-process, one routing to the worker it finds through a real `redis-server`), a real `ttsd worker` and
+Debian's prometheus-node-exporter, all on loopback ports chosen here, until every target is up; then drives
 a small load (`ttsd bench`, with barge-ins) and evaluates every Grafana dashboard query whose needs
 (deploy/grafana/needs.json) this setup meets, failing on any that returns no series.
 
@@ -56,12 +56,30 @@ def wait(what, deadline, probe):
     sys.exit(f"live: {what} did not happen within {DEADLINE_SECONDS} s")
 
 
-def start_ttsd(binary, workdir):
+def start_redis(workdir):
+    """Starts a throwaway `redis-server` on loopback (no persistence); returns it and its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=open(workdir / "redis.log", "w"))
+    deadline = time.monotonic() + DEADLINE_SECONDS
+
+    def answers():
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    wait("redis-server answering", deadline, answers)
+    return process, f"redis://127.0.0.1:{port}"
+
+
+def start_ttsd(binary, workdir, name="ttsd", extra=()):
     """Starts `ttsd serve` on loopback; returns it, its WebSocket base URL and its admin address."""
-    log = open(workdir / "ttsd.log", "w")
+    log = open(workdir / f"{name}.log", "w")
     process = subprocess.Popen(
         [binary, "serve", "--listen", "127.0.0.1:0", "--admin-listen", f"127.0.0.1:{free_port()}",
-         "--voice", "espeak-en-us", "--threads", "1"],
+         "--voice", "espeak-en-us", "--threads", "1", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
     deadline = time.monotonic() + DEADLINE_SECONDS
     for line in process.stdout:
@@ -73,12 +91,13 @@ def start_ttsd(binary, workdir):
     sys.exit("live: ttsd did not announce its addresses; see its log")
 
 
-def start_worker(binary, workdir):
-    """Starts `ttsd worker` on loopback; returns it and its admin address once its voice is resident."""
+def start_worker(binary, workdir, redis):
+    """Starts `ttsd worker` on loopback, registered in `redis`; returns it and its admin address once its
+    voice is resident."""
     admin = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
         [binary, "worker", "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", admin, "--name", "live",
-         "--voice", "espeak-en-us", "--threads", "1"],
+         "--voice", "espeak-en-us", "--threads", "1", "--redis", redis],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(workdir / "worker.log", "w"))
     deadline = time.monotonic() + DEADLINE_SECONDS
     wait("the worker ready", deadline, lambda: urllib.request.urlopen(f"http://{admin}/readiness", timeout=5).status == 200)
@@ -132,13 +151,13 @@ def check_dashboards(binary, ws, web, available):
     return not empty
 
 
-def config(source, ttsd_admin, worker_admin, node):
+def config(source, gateway_admins, worker_admin, node):
     shipped = yaml.safe_load(source.read_text())
     kept, dropped = [], []
-    local = {"ttsd-gateway": ttsd_admin, "ttsd-worker": worker_admin}
+    local = {"ttsd-gateway": gateway_admins, "ttsd-worker": [worker_admin]}
     for job in shipped.get("scrape_configs", []):
         if job["job_name"] in local:
-            job["static_configs"] = [{"targets": [local[job["job_name"]]]}]
+            job["static_configs"] = [{"targets": local[job["job_name"]]}]
             kept.append(job)
         else:
             dropped.append(job["job_name"])
@@ -162,20 +181,25 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="ttsd-live-"))
     processes = []
     try:
+        redis, redis_url = start_redis(workdir)
+        processes.append(redis)
         ttsd, ws, admin = start_ttsd(binary, workdir)
         processes.append(ttsd)
-        worker, worker_admin = start_worker(binary, workdir)
+        worker, worker_admin = start_worker(binary, workdir, redis_url)
         processes.append(worker)
+        # A second gateway routing to the worker it discovers: the remote and Redis series.
+        remote, _, remote_admin = start_ttsd(binary, workdir, "remote", ("--redis", redis_url))
+        processes.append(remote)
         node = f"127.0.0.1:{free_port()}"
         processes.append(subprocess.Popen(
             [node_exporter, f"--web.listen-address={node}", "--collector.disable-defaults",
              "--collector.cpu", "--collector.meminfo", "--collector.loadavg"],
             stdout=subprocess.DEVNULL, stderr=open(workdir / "node.log", "w")))
         if shipped_exists:
-            shipped, dropped = config(source, admin, worker_admin, node)
+            shipped, dropped = config(source, [admin, remote_admin], worker_admin, node)
         else:
             shipped = minimal_config()
-            shipped["scrape_configs"][0]["static_configs"][0]["targets"] = [admin]
+            shipped["scrape_configs"][0]["static_configs"][0]["targets"] = [admin, remote_admin]
             shipped["scrape_configs"].append({"job_name": "ttsd-worker", "static_configs": [{"targets": [worker_admin]}]})
             shipped["scrape_configs"].append({"job_name": "node", "static_configs": [{"targets": [node]}]})
             dropped = []
@@ -191,8 +215,8 @@ def main():
         def all_up():
             targets = json.loads(get(f"http://{web}/api/v1/targets"))["data"]["activeTargets"]
             health.clear()
-            health.update({t["labels"]["job"]: t["health"] for t in targets})
-            return len(health) == 3 and all(h == "up" for h in health.values())
+            health.update({f'{t["labels"]["job"]}/{t["labels"]["instance"]}': t["health"] for t in targets})
+            return len(health) == 4 and all(h == "up" for h in health.values())
 
         wait("every target up", deadline, all_up)
         rules = json.loads(get(f"http://{web}/api/v1/rules"))["data"]["groups"]
@@ -201,7 +225,7 @@ def main():
               f"{', '.join(f'{job}={state}' for job, state in sorted(health.items()))}; "
               f"{sum(len(g['rules']) for g in rules)} rules in {len(rules)} groups loaded; "
               f"jobs without a process here: {', '.join(dropped) or 'none'}")
-        available = {"gateway", "worker", "node"} | ({"rules"} if rules else set())
+        available = {"gateway", "worker", "node", "redis", "remote"} | ({"rules"} if rules else set())
         slo_series = get(f"http://{web}/api/v1/query?{urllib.parse.urlencode({'query': 'count(tts_slo_events_total)'})}")
         if json.loads(slo_series)["data"]["result"]:
             available.add("slo")
