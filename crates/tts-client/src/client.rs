@@ -97,13 +97,17 @@ impl StreamClient {
         self.send_raw(Message::Text(value.to_string().into())).await
     }
 
-    /// Sends any WebSocket message (for malformed-input tests); returns when it was handed to the socket.
+    /// Sends any WebSocket message (for malformed-input tests); returns the instant just before it was
+    /// handed to the socket. Stamped before, not after: a task resumed late after the write would start
+    /// the client's clock after the server had already read the message, and a latency measured from it
+    /// could come out shorter than the server's own.
     pub async fn send_raw(&mut self, message: Message) -> Result<Instant, ClientError> {
+        let sent = Instant::now();
         self.socket
             .send(message)
             .await
             .map_err(|e| ClientError::Send(e.to_string()))?;
-        Ok(Instant::now())
+        Ok(sent)
     }
 
     /// The next event, waiting at most `limit`.
