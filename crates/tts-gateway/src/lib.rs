@@ -56,7 +56,16 @@ pub struct GatewayState {
     default_voice: Arc<VoiceInfo>,
     admission: Admission,
     shutdown: watch::Receiver<bool>,
+    /// True once the server drains ([`Gateway::drain`]): no new session or utterance is admitted, open
+    /// utterances play to their end, and idle sessions end.
+    drain: watch::Sender<bool>,
     metrics: Arc<GatewayMetrics>,
+}
+
+impl GatewayState {
+    pub(crate) fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
 }
 
 /// The gateway, ready to be served.
@@ -106,14 +115,27 @@ impl Gateway {
                 pool,
                 default_voice,
                 shutdown,
+                drain: watch::Sender::new(false),
                 metrics,
             }),
         })
     }
 
-    /// Sessions open right now.
+    /// Sessions open right now (HTTP speech requests and Wyoming syntheses included).
     pub fn active_sessions(&self) -> usize {
         self.state.admission.active()
+    }
+
+    /// Starts draining for a graceful shutdown: new sessions, requests and utterances are refused (a
+    /// WebSocket client gets `OVERLOADED` and `session_end` `server_shutdown`), utterances already open
+    /// play to their end, and each session ends (`server_shutdown`) once it has nothing left to play.
+    pub fn drain(&self) {
+        self.state.drain.send_replace(true);
+    }
+
+    /// Whether [`Gateway::drain`] was called: readiness should fail from then on.
+    pub fn is_draining(&self) -> bool {
+        self.state.draining()
     }
 
     pub fn default_voice(&self) -> &VoiceInfo {

@@ -625,7 +625,7 @@ impl GatewayMetrics {
         for reason in crate::session::END_REASONS {
             let _ = self.sessions_ended.get_or_create(&ReasonLabels { reason });
         }
-        for reason in ["overloaded", "unknown_voice"] {
+        for reason in ["overloaded", "unknown_voice", "draining"] {
             let _ = self.sessions_refused.get_or_create(&ReasonLabels { reason });
         }
         for kind in [

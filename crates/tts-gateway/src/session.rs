@@ -83,6 +83,9 @@ pub(crate) struct OwnedPermit(Arc<GatewayState>);
 
 impl OwnedPermit {
     pub(crate) fn try_new(state: &Arc<GatewayState>) -> Option<Self> {
+        if state.draining() {
+            return None;
+        }
         let permit = state.admission.try_acquire()?;
         // The slot now belongs to this value; its Drop gives it back.
         std::mem::forget(permit);
@@ -150,6 +153,18 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
             (error, end)
         }
     };
+    if state.draining() {
+        let message = "the server is shutting down; connect again to reach another instance".to_owned();
+        let (error, end) = refuse(ErrorCode::Overloaded, message, "server_shutdown").await;
+        tracing::info!(session_id = %session_id, "Refused a session: the server is draining.");
+        state.metrics.session_refused("draining");
+        state.metrics.error_sent(ErrorCode::Overloaded);
+        state.metrics.message_sent(MessageOut::SessionEnd);
+        let _ = sink.send(Message::Text(error.into())).await;
+        let _ = sink.send(Message::Text(end.into())).await;
+        let _ = sink.send(Message::Close(None)).await;
+        return;
+    }
     let Some(_permit) = state.admission.try_acquire() else {
         let message = format!(
             "the server is at its limit of {} concurrent sessions",

@@ -17,6 +17,7 @@ pub(crate) const DEFAULT_VOICE: &str = "en_US-joe-medium";
 pub(crate) const DEFAULT_VOICES_DIR: &str = ".cache/voices";
 pub(crate) const DEFAULT_ONNX_RUNTIME_PATH: &str = ".cache/ort/libonnxruntime.so.1.32.0";
 pub(crate) const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 5;
+pub(crate) const DEFAULT_DRAIN_SECONDS: u64 = 20;
 pub(crate) const ENV_PREFIX: &str = "TTSD_";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -56,7 +57,10 @@ pub(crate) struct ServerConfig {
     pub(crate) wyoming_listen: Option<String>,
     /// Voice for sessions that do not ask for one; loaded and warmed before the server reports ready.
     pub(crate) default_voice: String,
-    /// On SIGTERM, how long open sessions get to receive `session_end` before the process exits.
+    /// On SIGTERM, how long utterances already open may play to their end (readiness fails and nothing
+    /// new is admitted meanwhile) before every session is ended; 0 ends them at once.
+    pub(crate) drain_seconds: u64,
+    /// Then, how long open sessions get to receive `session_end` before the process exits.
     pub(crate) shutdown_grace_seconds: u64,
     /// `full` records every metric in docs/telemetry.md; `minimal` only session counters (a baseline for
     /// measuring instrumentation overhead).
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             admin_listen: DEFAULT_ADMIN_LISTEN.into(),
             wyoming_listen: None,
             default_voice: DEFAULT_VOICE.into(),
+            drain_seconds: DEFAULT_DRAIN_SECONDS,
             shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
             metrics: tts_gateway::MetricsLevel::Full,
             admin_token_file: None,
@@ -322,6 +327,17 @@ impl Config {
         problems.extend(self.alerts.problems());
         if self.server.default_voice.trim().is_empty() {
             problems.push("server.default_voice must name a voice".into());
+        }
+        for (name, value) in [
+            ("server.drain_seconds", self.server.drain_seconds),
+            (
+                "server.shutdown_grace_seconds",
+                self.server.shutdown_grace_seconds,
+            ),
+        ] {
+            if value as f64 > MAX_SECONDS {
+                problems.push(format!("{name} must be at most {MAX_SECONDS} (one year)"));
+            }
         }
         for (name, addr) in [
             ("server.listen", &self.server.listen),

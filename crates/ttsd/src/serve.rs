@@ -24,8 +24,11 @@ use tts_telemetry::{
 use crate::config::Config;
 
 mod alerting;
+mod shutdown;
 
 use self::alerting::{Slowed, alert_watch, slow_engine_route, watched_local, watched_remote};
+pub(crate) use self::shutdown::wait_for_signal;
+use self::shutdown::{Draining, drain};
 
 /// Flags `serve` and `worker` share.
 #[derive(Debug, clap::Args)]
@@ -431,7 +434,8 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let summary_metrics = telemetry.metrics.clone();
     let summary_synth = backend.synthesizer.clone();
     // Remote workers warm their own voices; their readiness is the `workers` check.
-    let mut checks: Vec<Arc<dyn HealthCheck>> = Vec::new();
+    let draining = Arc::new(Draining::default());
+    let mut checks: Vec<Arc<dyn HealthCheck>> = vec![draining.clone()];
     if backend.pool.is_some() {
         checks.push(warm_check.clone());
     }
@@ -517,11 +521,17 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
 
     let mut signal_rx = shutdown_tx.subscribe();
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-    let server = tokio::spawn(tts_gateway::run(listener, gateway, async move {
+    let server = tokio::spawn(tts_gateway::run(listener, gateway.clone(), async move {
         let _ = signal_rx.wait_for(|stop| *stop).await;
     }));
     wait_for_signal().await;
-    tracing::info!("Shutting down: ending sessions.");
+    draining.start();
+    gateway.drain();
+    drain(&gateway, Duration::from_secs(config.server.drain_seconds)).await;
+    tracing::info!(
+        sessions = gateway.active_sessions(),
+        "Shutting down: ending sessions."
+    );
     let _ = shutdown_tx.send(true);
     match tokio::time::timeout(grace, server).await {
         Ok(joined) => joined??,
@@ -537,18 +547,4 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let _ = tokio::task::spawn_blocking(tts_telemetry::profiling::flush_section_profiles).await;
     tracing::info!("Stopped.");
     Ok(())
-}
-
-pub(crate) async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        // Without signal handlers the server can still be killed; it just cannot drain.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -147,6 +147,7 @@ pub(crate) struct Driver {
     sink: SplitSink<WebSocket, Message>,
     inbound: mpsc::Receiver<Inbound>,
     shutdown: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
     session_id: Arc<str>,
     span: tracing::Span,
     legacy: bool,
@@ -189,6 +190,7 @@ impl Driver {
         let now = Instant::now();
         Self {
             shutdown: parts.state.shutdown.clone(),
+            drain: parts.state.drain.subscribe(),
             pacer: Pacer::new(config.pacing_lead_frames),
             state: parts.state,
             sink: parts.sink,
@@ -248,6 +250,10 @@ impl Driver {
         loop {
             self.submit_next().await?;
             self.finish_utterances().await?;
+            let draining = *self.drain.borrow_and_update();
+            if draining && self.utterances.is_empty() {
+                return Ok(EndReason::ServerShutdown);
+            }
             let wake = self.next_wake();
             if wake.is_some_and(|at| at <= Instant::now()) {
                 // A frame is due now. Control messages still go first (a PAUSE or STOP already read must
@@ -285,6 +291,7 @@ impl Driver {
                 }
                 _ = sleep_until(max_end) => return Ok(EndReason::MaxDuration),
                 _ = self.shutdown.changed() => return Ok(EndReason::ServerShutdown),
+                _ = self.drain.changed(), if !draining => {}
             }
         }
     }
@@ -423,6 +430,12 @@ impl Driver {
 
     fn on_text(&mut self, text: &str, is_final: bool, read_at: Instant) -> Result<(), Rejection> {
         let open = self.utterances.back().is_some_and(|u| !u.text_complete);
+        if !open && self.state.draining() {
+            return Err(Rejection::new(
+                ErrorCode::Overloaded,
+                "the server is shutting down: utterances already open finish, no new one starts",
+            ));
+        }
         if text.trim().is_empty() && (!is_final || !open) {
             return Err(Rejection::new(ErrorCode::InvalidMessage, "text is empty"));
         }
