@@ -54,12 +54,51 @@ pub struct VoiceInfo {
     pub espeak_voice: String,
 }
 
-/// The requested voice does not exist.
+/// The requested voice does not exist. Its message is bounded whatever the request: the requested id is
+/// cut to [`SHOWN_ID_CHARS`] characters and at most [`SUGGESTED_VOICES`] ids are named (those sharing
+/// the longest prefix with the request), so an error reply never amplifies what a client sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown voice {requested:?}; available voices: {}", available.join(", "))]
+#[error("unknown voice {:?}; {}", shown(requested), suggestions(requested, available))]
 pub struct UnknownVoice {
     pub requested: String,
     pub available: Vec<String>,
+}
+
+/// How much of an unknown voice id an error repeats.
+pub const SHOWN_ID_CHARS: usize = 64;
+/// How many installed voices an unknown-voice error names.
+pub const SUGGESTED_VOICES: usize = 6;
+
+fn shown(requested: &str) -> String {
+    match requested.char_indices().nth(SHOWN_ID_CHARS) {
+        Some((cut, _)) => format!("{}…", &requested[..cut]),
+        None => requested.to_owned(),
+    }
+}
+
+fn suggestions(requested: &str, available: &[String]) -> String {
+    let shared = |id: &str| {
+        id.chars()
+            .zip(requested.chars())
+            .take_while(|(a, b)| a.eq_ignore_ascii_case(b))
+            .count()
+    };
+    let mut ranked: Vec<&String> = available.iter().collect();
+    ranked.sort_by_key(|id| (std::cmp::Reverse(shared(id)), id.len(), id.as_str()));
+    let named: Vec<&str> = ranked
+        .iter()
+        .take(SUGGESTED_VOICES)
+        .map(|id| id.as_str())
+        .collect();
+    let more = available.len().saturating_sub(named.len());
+    if more == 0 {
+        format!("available voices: {}", named.join(", "))
+    } else {
+        format!(
+            "available voices include {} and {more} more (GET /v1/voices or `ttsd voices` lists them all)",
+            named.join(", ")
+        )
+    }
 }
 
 /// Problems found while reading the voices directory.
@@ -166,6 +205,35 @@ fn piper_voices(dir: &Path) -> Result<Vec<VoiceInfo>, VoiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_voice_error_is_bounded_and_suggests_the_closest_ids() {
+        let available: Vec<String> = (0..100)
+            .map(|i| format!("espeak-x{i:02}"))
+            .chain(["espeak-en-us".into()])
+            .collect();
+        let huge = UnknownVoice {
+            requested: "e".repeat(100_000),
+            available: available.clone(),
+        };
+        let message = huge.to_string();
+        assert!(message.len() < 600, "{} bytes", message.len());
+        assert!(message.contains("and 95 more"), "{message}");
+        let close = UnknownVoice {
+            requested: "espeak-en-gb".into(),
+            available,
+        }
+        .to_string();
+        assert!(
+            close.contains("espeak-en-us"),
+            "the closest id comes first: {close}"
+        );
+        let few = UnknownVoice {
+            requested: "x".into(),
+            available: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(few.to_string(), "unknown voice \"x\"; available voices: a, b");
+    }
 
     fn voice(id: &str) -> VoiceInfo {
         VoiceInfo {

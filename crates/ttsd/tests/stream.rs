@@ -226,9 +226,16 @@ async fn bad_messages_get_the_documented_error_and_the_session_keeps_working() {
         .unwrap();
     let message = expect_error(&mut client, "UNKNOWN_VOICE").await;
     assert!(
-        message.contains("espeak-en-us"),
-        "lists available voices: {message}"
+        message.contains("klingon-9000") && message.contains("GET /v1/voices"),
+        "names the voice and where the list is: {message}"
     );
+    // Bounded: a long voice name does not come back whole, nor every installed voice with it.
+    client
+        .send_json(json!({"type": "config", "voice": "k".repeat(50_000)}))
+        .await
+        .unwrap();
+    let message = expect_error(&mut client, "UNKNOWN_VOICE").await;
+    assert!(message.len() < 600, "{} bytes", message.len());
     client.send_text(&"a".repeat(10_001), true).await.unwrap();
     expect_error(&mut client, "TEXT_TOO_LONG").await;
     let big = json!({"type": "text", "text": "b".repeat(2 * 1024 * 1024)}).to_string();
