@@ -90,17 +90,21 @@ async fn frames_are_paced_at_20_ms_after_the_lead() {
     let utterance = read_utterance(&mut client).await;
     let frames = &utterance.frames;
     assert!(frames.len() > 200, "{} frames", frames.len());
-    // After the 3-frame lead, frame k arrives about k − 3 frame periods after the first.
+    // After the 3-frame lead, frame k arrives about k − 3 frame periods after the first. Never early: a
+    // loaded machine can delay a frame but cannot make the server send ahead of its clock. Late by more
+    // than 60 ms: at most 2 % of frames, since a stall of this test's own client task (other tests run
+    // beside it on two cores) also shows up here; the total duration below still pins the pace.
     let first = frames[0].at;
-    let late = frames.iter().enumerate().skip(3).filter(|(k, f)| {
-        let due = first + Duration::from_millis(20 * (*k as u64 - 3));
-        f.at.duration_since(first) + Duration::from_millis(40) < due.duration_since(first)
-            || f.at > due + Duration::from_millis(60)
-    });
-    assert_eq!(
-        late.count(),
-        0,
-        "frames strayed more than the tolerance from the 20 ms clock"
+    let due = |k: usize| first + Duration::from_millis(20 * (k as u64 - 3));
+    let early = frames.iter().enumerate().skip(3);
+    let early = early.filter(|(k, f)| f.at + Duration::from_millis(40) < due(*k)).count();
+    assert_eq!(early, 0, "frames sent ahead of the 20 ms clock");
+    let late = frames.iter().enumerate().skip(3);
+    let late = late.filter(|(k, f)| f.at > due(*k) + Duration::from_millis(60)).count();
+    assert!(
+        late * 50 <= frames.len(),
+        "{late} of {} frames more than 60 ms behind the 20 ms clock",
+        frames.len()
     );
     let total = frames.last().unwrap().at.duration_since(first).as_secs_f64();
     let expected = (frames.len() - 4) as f64 * 0.02;
@@ -349,8 +353,8 @@ async fn unknown_voice_on_connect_is_an_error_listing_voices_not_a_fallback() {
     };
     assert_eq!(code, "UNKNOWN_VOICE");
     assert!(
-        message.contains("espeak-en-us") && message.contains("nope"),
-        "{message}"
+        message.contains("nope") && message.contains("espeak-") && message.contains("GET /v1/voices"),
+        "names the request, installed voices and where the full list is: {message}"
     );
 }
 
@@ -441,8 +445,9 @@ fn write_config(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_ends_sessions_cleanly_and_exits_zero() {
-    let server = start_espeak(&[]);
+async fn sigterm_without_a_drain_ends_sessions_at_once_and_exits_zero() {
+    // drain_seconds = 0: the open utterance is not waited for (tests/drain.rs covers the drain).
+    let server = start_espeak(&["--config", &write_config("[server]\ndrain_seconds = 0\n")]);
     let (mut client, _) = connect(&server, "/v1/stream").await;
     client.send_text(LONG_TEXT, true).await.unwrap();
     let _ = client.next(WAIT).await.unwrap();
@@ -465,7 +470,12 @@ async fn sigterm_ends_sessions_cleanly_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_tiny_utterances_is_bounded_and_every_text_is_answered() {
     let config = temp_path("queued-utterances.toml");
-    std::fs::write(&config, "[gateway]\nmax_queued_utterances = 4\n").unwrap();
+    // Enough bad-message allowance that the utterance bound, not the error limit, answers the flood.
+    std::fs::write(
+        &config,
+        "[gateway]\nmax_queued_utterances = 4\nmax_bad_messages = 100\n",
+    )
+    .unwrap();
     let server = start_espeak(&["--config", config.to_str().unwrap()]);
     let (mut client, _) = connect(&server, "/v1/stream").await;
     const SENT: usize = 40;
@@ -496,4 +506,26 @@ async fn a_flood_of_tiny_utterances_is_bounded_and_every_text_is_answered() {
     client.send_text(FOX, true).await.unwrap();
     let utterance = read_utterance(&mut client).await;
     assert!(matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ill_timed_messages_count_toward_the_error_limit_and_end_the_session() {
+    let server = start_espeak(&[]);
+    let (mut client, _) = connect(&server, "/v1/stream").await;
+    // Well-formed, but nothing is playing: each one is answered, and each one counts.
+    for _ in 0..25 {
+        client.send_control("STOP").await.unwrap();
+    }
+    let (mut errors, mut end) = (0, None);
+    while end.is_none() {
+        match client.next(WAIT).await.unwrap().event {
+            Event::Error { .. } => errors += 1,
+            Event::SessionEnd { reason, .. } => end = Some(reason),
+            Event::Closed => break,
+            _ => {}
+        }
+    }
+    assert_eq!(end.as_deref(), Some("too_many_errors"));
+    // 21 answers (the limit is 20 within the window), then the closing error: no reply per STOP after it.
+    assert_eq!(errors, 22, "bounded error replies");
 }

@@ -148,6 +148,8 @@ pub(crate) struct Driver {
     inbound: mpsc::Receiver<Inbound>,
     shutdown: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
+    /// When this session's recent rejected messages arrived (bounded by `max_bad_messages`).
+    rejections: VecDeque<Instant>,
     session_id: Arc<str>,
     span: tracing::Span,
     legacy: bool,
@@ -191,6 +193,7 @@ impl Driver {
         Self {
             shutdown: parts.state.shutdown.clone(),
             drain: parts.state.drain.subscribe(),
+            rejections: VecDeque::new(),
             pacer: Pacer::new(config.pacing_lead_frames),
             state: parts.state,
             sink: parts.sink,
@@ -250,6 +253,9 @@ impl Driver {
         loop {
             self.submit_next().await?;
             self.finish_utterances().await?;
+            if self.rejected_too_often() {
+                return self.too_many_errors().await;
+            }
             let draining = *self.drain.borrow_and_update();
             if draining && self.utterances.is_empty() {
                 return Ok(EndReason::ServerShutdown);
@@ -392,14 +398,7 @@ impl Driver {
     async fn on_inbound(&mut self, inbound: Inbound) -> Result<Option<EndReason>, Disconnected> {
         match inbound {
             Inbound::Closed => return Ok(Some(EndReason::ClientClosed)),
-            Inbound::Abuse => {
-                self.send_error(
-                    ErrorCode::InvalidMessage,
-                    "too many invalid messages; closing the session",
-                )
-                .await?;
-                return Ok(Some(EndReason::TooManyErrors));
-            }
+            Inbound::Abuse => return self.too_many_errors().await.map(Some),
             Inbound::Rejected(rejection) => self.reject(rejection).await?,
             Inbound::Message { message, read_at } => match message {
                 ClientMessage::Text { text, is_final } => {
@@ -531,7 +530,9 @@ impl Driver {
     ) -> Result<(), Disconnected> {
         if self.utterances.is_empty() {
             let message = format!("{} received while nothing is playing or queued", command.as_str());
-            return self.send_error(ErrorCode::InvalidMessage, &message).await;
+            return self
+                .reject(Rejection::new(ErrorCode::InvalidMessage, message))
+                .await;
         }
         match command {
             Command::Pause if self.paused => {
@@ -554,7 +555,10 @@ impl Driver {
             Command::Resume => {
                 if !self.paused {
                     return self
-                        .send_error(ErrorCode::InvalidMessage, "RESUME received while not paused")
+                        .reject(Rejection::new(
+                            ErrorCode::InvalidMessage,
+                            "RESUME received while not paused",
+                        ))
                         .await;
                 }
                 self.paused = false;
@@ -794,8 +798,34 @@ impl Driver {
         .await
     }
 
+    /// Answers a message the client should not have sent (malformed, or well-formed but ill-timed). Every
+    /// one counts against `max_bad_messages` per `bad_message_window_seconds`, so a client cannot make
+    /// the server send error replies without bound: past the limit the session ends (`too_many_errors`).
     async fn reject(&mut self, rejection: Rejection) -> Result<(), Disconnected> {
+        let now = Instant::now();
+        let window = Duration::from_secs(self.state.config.bad_message_window_seconds);
+        while self
+            .rejections
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > window)
+        {
+            self.rejections.pop_front();
+        }
+        self.rejections.push_back(now);
         self.send_error(rejection.code, &rejection.message).await
+    }
+
+    async fn too_many_errors(&mut self) -> Result<EndReason, Disconnected> {
+        self.send_error(
+            ErrorCode::InvalidMessage,
+            "too many invalid or ill-timed messages; closing the session",
+        )
+        .await?;
+        Ok(EndReason::TooManyErrors)
+    }
+
+    fn rejected_too_often(&self) -> bool {
+        self.rejections.len() > self.state.config.max_bad_messages as usize
     }
 
     async fn send_error(&mut self, code: ErrorCode, message: &str) -> Result<(), Disconnected> {
