@@ -131,7 +131,7 @@ config_check() {
 step "ttsd configuration" "ttsd voices --config on deploy/ttsd/*.toml (the files the image and the ConfigMap carry)" \
   config_check
 
-step "prometheus.yml and dashboards live" "Debian Prometheus running deploy/prometheus/prometheus.yml against a real ttsd serve, ttsd worker and prometheus-node-exporter on loopback, every target up; every dashboard query it can serve returns data under a ttsd bench load" \
+step "prometheus.yml and dashboards live" "Debian Prometheus running deploy/prometheus/prometheus.yml against two real ttsd serve (one in-process, one routing through a real redis-server), a ttsd worker and prometheus-node-exporter on loopback, every target up; every dashboard query it can serve returns data under a ttsd bench load" \
   "$PY" deploy/live_check.py "$TTSD_BIN"
 
 echo
