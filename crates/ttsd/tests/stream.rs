@@ -97,10 +97,14 @@ async fn frames_are_paced_at_20_ms_after_the_lead() {
     let first = frames[0].at;
     let due = |k: usize| first + Duration::from_millis(20 * (k as u64 - 3));
     let early = frames.iter().enumerate().skip(3);
-    let early = early.filter(|(k, f)| f.at + Duration::from_millis(40) < due(*k)).count();
+    let early = early
+        .filter(|(k, f)| f.at + Duration::from_millis(40) < due(*k))
+        .count();
     assert_eq!(early, 0, "frames sent ahead of the 20 ms clock");
     let late = frames.iter().enumerate().skip(3);
-    let late = late.filter(|(k, f)| f.at > due(*k) + Duration::from_millis(60)).count();
+    let late = late
+        .filter(|(k, f)| f.at > due(*k) + Duration::from_millis(60))
+        .count();
     assert!(
         late * 50 <= frames.len(),
         "{late} of {} frames more than 60 ms behind the 20 ms clock",
