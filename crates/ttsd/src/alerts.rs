@@ -220,7 +220,7 @@ pub(crate) struct Watch {
 pub(crate) struct Site {
     pub(crate) admin: SocketAddr,
     pub(crate) instance: String,
-    pub(crate) admin_token: Option<String>,
+    pub(crate) access: tts_telemetry::AdminAccess,
     pub(crate) summary: Arc<dyn Fn() -> Value + Send + Sync>,
 }
 
@@ -273,7 +273,7 @@ pub(crate) fn start(
             let _ = shutdown.wait_for(|stop| *stop).await;
         },
     ));
-    let access = tts_alerts::admin::Access::for_listener(site.admin, site.admin_token);
+    let access = site.access;
     let summary = site.summary;
     let sections: Vec<(String, tts_alerts::admin::Section)> =
         vec![("metrics".into(), Arc::new(move || summary()))];

@@ -423,6 +423,10 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         .then(|| tts_alerts::Metrics::register(&mut registry));
     tts_telemetry::profiling::install(&config.profiling).await?;
     let mut telemetry = build_telemetry(&config, registry);
+    let auth_metrics = tts_telemetry::AuthMetrics::register(&mut telemetry.registry);
+    let admin_token = crate::alerts::admin_token(config.server.admin_token_file.as_deref())?;
+    let admin_access =
+        tts_telemetry::AdminAccess::for_listener(admin_addr, admin_token.clone()).counted(&auth_metrics);
     telemetry.heartbeats.extend(backend.heartbeats.iter().cloned());
     let warm_check = Arc::new(VoiceWarm {
         voice: default_voice.id.clone(),
@@ -446,7 +450,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
             let site = crate::alerts::Site {
                 admin: admin_addr,
                 instance: listener.local_addr()?.to_string(),
-                admin_token: crate::alerts::admin_token(config.server.admin_token_file.as_deref())?,
+                access: admin_access.clone(),
                 summary: summary.clone(),
             };
             let routes = crate::alerts::start(&config.alerts, metrics, watch, site, shutdown_rx.clone())?;
@@ -462,8 +466,10 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         log: Some(log),
         started: std::time::Instant::now(),
         profiling: config.profiling.enabled.then(|| {
-            tts_telemetry::ProfilingAccess::for_listener(admin_addr, config.profiling.token.clone())
+            let token = config.profiling.token.clone().or(admin_token);
+            tts_telemetry::AdminAccess::for_listener(admin_addr, token).counted(&auth_metrics)
         }),
+        access: admin_access,
     };
     let mut admin_router = tts_telemetry::router_with(admin_state, alert_routes.0, alert_routes.1);
     if test_hooks {
