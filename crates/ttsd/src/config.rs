@@ -61,10 +61,16 @@ pub(crate) struct ServerConfig {
     /// `full` records every metric in docs/telemetry.md; `minimal` only session counters (a baseline for
     /// measuring instrumentation overhead).
     pub(crate) metrics: tts_gateway::MetricsLevel,
-    /// A file holding the admin bearer token. Mutating admin routes (alerts) need it whenever the admin
-    /// listener is not on loopback.
+    /// A file holding the admin bearer token. When set, every guarded admin route (log level, alert
+    /// actions, model load/unload, profiles) needs it; when unset they answer only on a loopback admin
+    /// listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) admin_token_file: Option<PathBuf>,
+    /// A file of API keys, one per line (`#` starts a comment), read at start. When set, the WebSocket
+    /// upgrade and the HTTP API need one (`Authorization: Bearer <key>`, or `?token=<key>` on the
+    /// upgrade); unset, the public routes are open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) api_keys_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +83,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
             metrics: tts_gateway::MetricsLevel::Full,
             admin_token_file: None,
+            api_keys_file: None,
         }
     }
 }

@@ -278,6 +278,22 @@ struct Telemetry {
     heartbeats: Vec<Arc<Heartbeat>>,
 }
 
+/// Reads `server.api_keys_file`, if configured: one key per line, `#` comments. A missing, unreadable or
+/// keyless file is an error naming it.
+fn api_keys(path: Option<&std::path::Path>) -> anyhow::Result<Option<tts_gateway::ApiKeys>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read server.api_keys_file {}", path.display()))?;
+    let keys = tts_gateway::ApiKeys::parse(&text);
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "server.api_keys_file {} holds no key (one per line; lines starting with # are comments)",
+        path.display()
+    );
+    tracing::info!(keys = keys.len(), "API keys loaded; the public routes need one.");
+    Ok(Some(keys))
+}
+
 fn build_telemetry(config: &Config, mut registry: Registry) -> Telemetry {
     let metrics = Arc::new(GatewayMetrics::register_with_level(
         &mut registry,
@@ -425,6 +441,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     let mut telemetry = build_telemetry(&config, registry);
     let auth_metrics = tts_telemetry::AuthMetrics::register(&mut telemetry.registry);
     let admin_token = crate::alerts::admin_token(config.server.admin_token_file.as_deref())?;
+    let api_keys = api_keys(config.server.api_keys_file.as_deref())?;
     let admin_access =
         tts_telemetry::AdminAccess::for_listener(admin_addr, admin_token.clone()).counted(&auth_metrics);
     telemetry.heartbeats.extend(backend.heartbeats.iter().cloned());
@@ -506,6 +523,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         &config.server.default_voice,
         shutdown_rx,
         telemetry.metrics.clone(),
+        tts_gateway::ApiAuth::new(api_keys, auth_metrics.clone()),
     )?;
     let addr = listener.local_addr()?;
     let wyoming_addr = wyoming.as_ref().map(TcpListener::local_addr).transpose()?;
