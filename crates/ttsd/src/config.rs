@@ -165,6 +165,10 @@ pub(crate) struct WorkersConfig {
     pub(crate) rpc_timeout_seconds: f64,
     /// Limit for StartSession, which may load the voice on the worker.
     pub(crate) start_timeout_seconds: f64,
+    /// A file holding the shared worker token, sent as `authorization: Bearer <token>` on every gRPC
+    /// call; it must match the workers' `worker.token_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 impl Default for WorkersConfig {
@@ -179,6 +183,7 @@ impl Default for WorkersConfig {
             stall_timeout_seconds: w::DEFAULT_STALL_TIMEOUT.as_secs_f64(),
             rpc_timeout_seconds: w::DEFAULT_RPC_TIMEOUT.as_secs_f64(),
             start_timeout_seconds: w::DEFAULT_START_TIMEOUT.as_secs_f64(),
+            token_file: None,
         }
     }
 }
@@ -203,6 +208,8 @@ impl WorkersConfig {
             start_timeout: seconds(self.start_timeout_seconds),
             rpc_timeout: seconds(self.rpc_timeout_seconds),
             stall_timeout: seconds(self.stall_timeout_seconds),
+            // Read from `token_file` at start (`serve::start_remote`), not here.
+            token: None,
         }
     }
 }
@@ -235,6 +242,10 @@ pub(crate) struct WorkerConfig {
     pub(crate) voice_min_residency_seconds: f64,
     /// Voice loads running at once.
     pub(crate) parallel_loads_max: usize,
+    /// A file holding the shared worker token: every gRPC call (health checks included) must carry
+    /// `authorization: Bearer <token>`, else UNAUTHENTICATED. Unset, calls are not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -253,6 +264,7 @@ impl Default for WorkerConfig {
             voice_idle_ttl_seconds: m::DEFAULT_IDLE_TTL.as_secs_f64(),
             voice_min_residency_seconds: m::DEFAULT_MIN_RESIDENCY.as_secs_f64(),
             parallel_loads_max: m::DEFAULT_MAX_PARALLEL_LOADS,
+            token_file: None,
         }
     }
 }

@@ -384,7 +384,11 @@ fn remote_backend(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<VoiceCatalog>, Backend)> {
     let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
-    let remote = RemoteWorkers::start(config.workers.remote_config(), registry, shutdown)?;
+    let mut remote_config = config.workers.remote_config();
+    remote_config.token =
+        crate::alerts::token_file("workers.token_file", config.workers.token_file.as_deref())?
+            .map(tts_gateway::workers::WorkerToken::new);
+    let remote = RemoteWorkers::start(remote_config, registry, shutdown)?;
     let watched = watched_remote(&remote);
     let backend = Backend {
         checks: remote.checks(),

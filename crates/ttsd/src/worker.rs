@@ -197,7 +197,9 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(async move { axum::serve(admin, admin_router).await });
     println!("ttsd admin: http://{admin_addr}");
 
-    let grpc = tokio::spawn(service.clone().run(listener, shutdown_rx.clone()));
+    let worker_token = crate::alerts::token_file("worker.token_file", settings.token_file.as_deref())?;
+    let call_auth = tts_worker::CallAuth::new(worker_token, auth_metrics.clone());
+    let grpc = tokio::spawn(service.clone().run(listener, call_auth, shutdown_rx.clone()));
     let warm_started = std::time::Instant::now();
     models
         .load(&config.server.default_voice, LoadReason::Startup)

@@ -294,3 +294,151 @@ async fn without_keys_the_public_routes_stay_open_and_nothing_is_counted() {
         assert_eq!(auth_count(&metrics, "http", outcome), 0.0);
     }
 }
+
+/// Waits up to `WAIT` for `probe`, polling every 100 ms.
+async fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + WAIT;
+    while !probe() {
+        assert!(std::time::Instant::now() < until, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn secret_file(name: &str, token: &str) -> String {
+    let path = temp_path(&format!("auth-{name}.txt"));
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn token_gateway(name: &str, worker: &ServerProcess, token: &str) -> ServerProcess {
+    let config = temp_path(&format!("auth-gateway-{name}.toml"));
+    let token_file = secret_file(&format!("gateway-{name}-token"), token);
+    std::fs::write(
+        &config,
+        format!("[workers]\nhealth_interval_seconds = 0.2\ntoken_file = {token_file:?}\n"),
+    )
+    .unwrap();
+    start_espeak(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--workers",
+        &worker.grpc_addr,
+    ])
+}
+
+/// Speaks on a new session; returns the error codes seen and whether audio came.
+async fn try_speak(gateway: &ServerProcess) -> (Vec<String>, bool) {
+    let mut client = tts_test_support::StreamClient::connect(&gateway.url("/v1/stream"))
+        .await
+        .unwrap();
+    let mut codes = Vec::new();
+    let mut audio = false;
+    let until = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < until {
+        match client.next(WAIT).await.unwrap().event {
+            tts_test_support::Event::SessionStart { .. } => {
+                client.send_text("Token check.", true).await.unwrap();
+            }
+            tts_test_support::Event::Audio { .. } => audio = true,
+            tts_test_support::Event::Error { code, .. } => codes.push(code),
+            tts_test_support::Event::UtteranceEnd { .. }
+            | tts_test_support::Event::SessionEnd { .. }
+            | tts_test_support::Event::Closed => break,
+            _ => {}
+        }
+    }
+    (codes, audio)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_take_calls_only_with_the_shared_token_and_guard_model_admin() {
+    const WORKER_TOKEN: &str = "worker-token-ZmFrZXRva2Vu";
+    const ADMIN_TOKEN: &str = "admin-token-YWRtaW50b2tlbg";
+    let worker_config = temp_path("auth-worker.toml");
+    std::fs::write(
+        &worker_config,
+        format!(
+            "[server]\nadmin_token_file = {:?}\n\n[worker]\ntoken_file = {:?}\n\n[engine]\nthreads = 1\n",
+            secret_file("admin-token", ADMIN_TOKEN),
+            secret_file("worker-token", WORKER_TOKEN),
+        ),
+    )
+    .unwrap();
+    let worker = ServerProcess::start_worker(
+        env!("CARGO_BIN_EXE_ttsd"),
+        &root(),
+        &[
+            "--name",
+            "auth-w",
+            "--voice",
+            ESPEAK,
+            "--config",
+            worker_config.to_str().unwrap(),
+        ],
+    )
+    .expect("ttsd worker starts");
+
+    // The right token: the worker is ready for the gateway and a session gets audio.
+    let good = token_gateway("good", &worker, WORKER_TOKEN);
+    eventually("the gateway with the right token sees the worker ready", || {
+        http_get(&good.admin_base, "/readiness").unwrap().status == 200
+    })
+    .await;
+    let (codes, audio) = try_speak(&good).await;
+    assert!(codes.is_empty() && audio, "codes {codes:?}, audio {audio}");
+
+    // A wrong token: every call is refused, the worker is unavailable to that gateway.
+    let bad = token_gateway("bad", &worker, "not-the-worker-token");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(http_get(&bad.admin_base, "/readiness").unwrap().status, 503);
+    let (codes, audio) = try_speak(&bad).await;
+    assert!(!audio, "no audio through a refused worker");
+    assert!(codes.iter().any(|c| c == "WORKER_UNAVAILABLE"), "{codes:?}");
+    let seen = Scrape::parse(&http_get(&worker.admin_base, "/metrics").unwrap().body).unwrap();
+    assert!(auth_count(&seen, "grpc", "ok") > 0.0);
+    assert!(auth_count(&seen, "grpc", "invalid") > 0.0);
+    let gateway_view = Scrape::parse(&http_get(&bad.admin_base, "/metrics").unwrap().body).unwrap();
+    assert_eq!(
+        gateway_view.get("tts_worker_up", &[("worker", &worker.grpc_addr)]),
+        Some(0.0)
+    );
+
+    // The worker's model admin: the admin token is required (loopback too, once configured).
+    let load = format!("/admin/models/{ESPEAK}/load");
+    let (status, body) = request(&worker.admin_base, "POST", &load, &[], "");
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        chunked_json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("Missing admin token"),
+        "{body}"
+    );
+    let wrong = format!("Bearer {WORKER_TOKEN}");
+    let (status, _) = request(
+        &worker.admin_base,
+        "POST",
+        &load,
+        &[("Authorization", &wrong)],
+        "",
+    );
+    assert_eq!(status, 401);
+    let right = format!("Bearer {ADMIN_TOKEN}");
+    let (status, body) = request(
+        &worker.admin_base,
+        "POST",
+        &load,
+        &[("Authorization", &right)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let seen = Scrape::parse(&http_get(&worker.admin_base, "/metrics").unwrap().body).unwrap();
+    assert_eq!(auth_count(&seen, "admin", "missing"), 1.0);
+    assert_eq!(auth_count(&seen, "admin", "invalid"), 1.0);
+    assert_eq!(auth_count(&seen, "admin", "ok"), 1.0);
+    for secret in [WORKER_TOKEN, ADMIN_TOKEN] {
+        for (who, logs) in [("worker", worker.logs()), ("gateway", good.logs())] {
+            assert!(!logs.iter().any(|l| l.contains(secret)), "{who} logged a token");
+        }
+    }
+}

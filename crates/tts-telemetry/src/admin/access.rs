@@ -5,7 +5,7 @@
 //! the guarded routes serve a loopback-only listener and answer 403 on any other. The guarded routes are
 //! the mutating ones (`PUT /admin/log-level`, alert actions, model load and unload) and the profiles.
 //!
-//! [`AuthMetrics`] counts every check of every surface (`ws`, `http`, `admin`) by outcome;
+//! [`AuthMetrics`] counts every check of every surface (`ws`, `http`, `admin`, `grpc`) by outcome;
 //! [`constant_time_eq`] is the one comparison of secrets.
 
 use std::net::SocketAddr;
@@ -29,6 +29,8 @@ pub enum AuthSurface {
     Http,
     /// The admin port's guarded routes.
     Admin,
+    /// A worker's gRPC calls from gateways (the shared worker token).
+    Grpc,
 }
 
 /// What a credential check found.
@@ -49,6 +51,7 @@ impl AuthSurface {
             Self::Ws => "ws",
             Self::Http => "http",
             Self::Admin => "admin",
+            Self::Grpc => "grpc",
         }
     }
 }
@@ -91,10 +94,15 @@ impl AuthMetrics {
         let metrics = Self::default();
         registry.register(
             "tts_auth_requests",
-            "Credential checks (API keys, admin token) by surface and outcome",
+            "Credential checks (API keys, admin token, worker token) by surface and outcome",
             metrics.requests.clone(),
         );
-        for surface in [AuthSurface::Ws, AuthSurface::Http, AuthSurface::Admin] {
+        for surface in [
+            AuthSurface::Ws,
+            AuthSurface::Http,
+            AuthSurface::Admin,
+            AuthSurface::Grpc,
+        ] {
             for outcome in [AuthOutcome::Ok, AuthOutcome::Missing, AuthOutcome::Invalid] {
                 let _ = metrics.requests.get_or_create(&AuthLabels::new(surface, outcome));
             }
