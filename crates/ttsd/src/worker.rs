@@ -391,3 +391,6 @@ pub(crate) fn health_rules(
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests;
