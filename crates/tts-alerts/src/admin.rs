@@ -9,16 +9,16 @@
 //! | PUT | `/admin/alerts/thresholds` | Body `{"Rule":{"warning":{"trigger":…,"clear":…},…,"for_seconds":…},…}`: replaces those rules' thresholds, all or none; 400 lists every problem. |
 //! | GET | `/admin/export` | One JSON document: alerts, history, thresholds, baselines, and the host's sections. |
 //!
-//! POST and PUT need `Authorization: Bearer <token>` unless the admin listener is loopback-only:
-//! 401 for a missing or wrong token, 403 when no token is configured on a non-loopback listener.
+//! POST and PUT follow the admin port's rule ([`tts_telemetry::AdminAccess`]): a configured token is
+//! always required (`Authorization: Bearer <token>`; 401 naming the missing or invalid token); without
+//! one they serve only a loopback-only listener and answer 403 on any other.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -39,45 +39,19 @@ pub const ROUTES: &str = "\
 /// Builds one section of `/admin/export`.
 pub type Section = Arc<dyn Fn() -> Value + Send + Sync>;
 
-/// Who may call the mutating routes.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Access {
-    /// The admin bearer token, when configured.
-    pub token: Option<String>,
-    /// Whether the admin listener accepts loopback connections only; then no token is needed.
-    pub loopback_only: bool,
-}
-
-/// Shows whether a token is set, never the token.
-impl std::fmt::Debug for Access {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Access")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("loopback_only", &self.loopback_only)
-            .finish()
-    }
-}
-
-impl Access {
-    /// Rules for an admin listener bound to `admin`.
-    pub fn for_listener(admin: SocketAddr, token: Option<String>) -> Self {
-        Self {
-            token,
-            loopback_only: admin.ip().is_loopback(),
-        }
-    }
-}
+/// Who may call the mutating routes: the admin port's one rule.
+use tts_telemetry::AdminAccess;
 
 struct AppState {
     engine: Arc<Engine>,
-    access: Access,
+    access: AdminAccess,
     sections: Vec<(String, Section)>,
 }
 
 type Shared = State<Arc<AppState>>;
 
 /// The routes, over `engine`; `sections` are added to `/admin/export` under their names.
-pub fn router(engine: Arc<Engine>, access: Access, sections: Vec<(String, Section)>) -> Router {
+pub fn router(engine: Arc<Engine>, access: AdminAccess, sections: Vec<(String, Section)>) -> Router {
     let state = Arc::new(AppState {
         engine,
         access,
@@ -96,56 +70,6 @@ fn problem(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Why a mutating request is turned away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    NeedsToken,
-    Unauthorized,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Self::NeedsToken => problem(
-                StatusCode::FORBIDDEN,
-                "Changing alerts on an admin listener that is not loopback-only needs a token: set \
-                 server.admin_token_file, or bind the admin listener to 127.0.0.1.",
-            ),
-            Self::Unauthorized => {
-                let mut response = problem(
-                    StatusCode::UNAUTHORIZED,
-                    "This route needs Authorization: Bearer <admin token>.",
-                );
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Bearer"),
-                );
-                response
-            }
-        }
-    }
-}
-
-fn authorize(access: &Access, headers: &HeaderMap) -> Result<(), Refusal> {
-    if access.loopback_only {
-        return Ok(());
-    }
-    let token = access.token.as_ref().ok_or(Refusal::NeedsToken)?;
-    let offered = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match offered {
-        Some(offered) if constant_time_eq(offered.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(Refusal::Unauthorized),
-    }
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn alerts_json(engine: &Engine) -> Value {
     json!({
         "active": engine.active(),
@@ -162,7 +86,7 @@ async fn thresholds(State(state): Shared) -> Response {
 }
 
 async fn put_thresholds(State(state): Shared, headers: HeaderMap, body: String) -> Response {
-    if let Err(refusal) = authorize(&state.access, &headers) {
+    if let Err(refusal) = state.access.authorize(&headers) {
         return refusal.into_response();
     }
     let updates: BTreeMap<String, Thresholds> = match serde_json::from_str(&body) {
@@ -210,7 +134,7 @@ fn not_active(engine: &Engine, id: &str) -> Response {
 }
 
 async fn ack(State(state): Shared, Path(id): Path<String>, headers: HeaderMap, body: String) -> Response {
-    if let Err(refusal) = authorize(&state.access, &headers) {
+    if let Err(refusal) = state.access.authorize(&headers) {
         return refusal.into_response();
     }
     let body: AckBody = match serde_json::from_str(&body) {
@@ -235,7 +159,7 @@ async fn ack(State(state): Shared, Path(id): Path<String>, headers: HeaderMap, b
 }
 
 async fn resolve(State(state): Shared, Path(id): Path<String>, headers: HeaderMap, body: String) -> Response {
-    if let Err(refusal) = authorize(&state.access, &headers) {
+    if let Err(refusal) = state.access.authorize(&headers) {
         return refusal.into_response();
     }
     let body: ResolveBody = if body.trim().is_empty() {

@@ -7,6 +7,8 @@
 //! - `GET /v1/voices`, `GET /v1/audio/voices`: the voices this server can speak with;
 //! - `POST /v1/audio/speech`, `GET /v1/models`: the OpenAI-compatible speech API (`docs/http-api.md`).
 //!
+//! With API keys configured ([`ApiAuth`]) every route needs one (`docs/protocol.md`, "Authentication").
+//!
 //! [`wyoming::run`] serves the Wyoming protocol (`docs/wyoming.md`) on its own listener.
 //!
 //! Each session is two tasks: a reader that parses and checks messages, and a driver that segments text,
@@ -14,6 +16,7 @@
 //! engines (that is `tts_core::pool`) and does not serve metrics or probes (the admin server does).
 
 pub mod alerting;
+mod auth;
 pub mod config;
 mod metrics;
 mod openai;
@@ -40,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tts_core::voices::{VoiceCatalog, VoiceInfo};
 
+pub use auth::{ApiAuth, ApiKeys};
 pub use config::GatewayConfig;
 pub use metrics::{EngineWindows, GatewayMetrics, MetricsLevel, Windows};
 pub use protocol::{BINARY_HEADER_BYTES, Command, Encoding, ErrorCode};
@@ -60,6 +64,7 @@ pub struct GatewayState {
     /// utterances play to their end, and idle sessions end.
     drain: watch::Sender<bool>,
     metrics: Arc<GatewayMetrics>,
+    auth: ApiAuth,
 }
 
 impl GatewayState {
@@ -84,7 +89,8 @@ pub enum GatewayError {
 }
 
 impl Gateway {
-    /// `shutdown` flips to true when sessions should end (`session_end` with reason `server_shutdown`).
+    /// `shutdown` flips to true when sessions should end (`session_end` with reason `server_shutdown`);
+    /// `auth` says which API keys the public routes need (none by default).
     pub fn new(
         config: GatewayConfig,
         catalog: Arc<VoiceCatalog>,
@@ -92,6 +98,7 @@ impl Gateway {
         default_voice: &str,
         shutdown: watch::Receiver<bool>,
         metrics: Arc<GatewayMetrics>,
+        auth: ApiAuth,
     ) -> Result<Self, GatewayError> {
         let problems = config.validate();
         if !problems.is_empty() {
@@ -117,6 +124,7 @@ impl Gateway {
                 shutdown,
                 drain: watch::Sender::new(false),
                 metrics,
+                auth,
             }),
         })
     }
@@ -144,9 +152,16 @@ impl Gateway {
 
     /// The public router.
     pub fn router(&self) -> Router {
-        Router::new()
+        // Only the WebSocket routes: the HTTP ones answer a refusal in OpenAI's error shape themselves.
+        let websocket = Router::new()
             .route("/v1/stream", get(stream))
             .route("/", get(legacy_stream))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                auth::ws_guard,
+            ));
+        Router::new()
+            .merge(websocket)
             .route("/v1/voices", get(voices))
             .route("/v1/audio/voices", get(voices))
             .route("/v1/audio/speech", post(openai::speech))
@@ -173,6 +188,8 @@ pub async fn run(
         .await
 }
 
+/// The upgrade's query. `token` (an API key) is read by [`auth::ws_guard`], never here, so it cannot end
+/// up in a log line.
 #[derive(Debug, Deserialize)]
 struct StreamParams {
     voice: Option<String>,
@@ -250,7 +267,10 @@ struct VoiceList<'a> {
     aliases: std::collections::BTreeMap<String, String>,
 }
 
-async fn voices(State(state): State<Arc<GatewayState>>) -> Response {
+async fn voices(State(state): State<Arc<GatewayState>>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(error) = openai::authorize(&state, &headers) {
+        return error.into_response();
+    }
     Json(VoiceList {
         default: &state.default_voice.id,
         voices: state.catalog.iter().collect(),

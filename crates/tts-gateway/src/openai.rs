@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tts_core::voices::VoiceInfo;
+use tts_telemetry::AuthSurface;
 
 use crate::GatewayState;
 use crate::metrics::Transport;
@@ -73,10 +74,13 @@ struct Speech {
     speed: f32,
 }
 
-/// API keys are not configured yet: every request is allowed. When they are, this is the one check,
-/// and [`ApiError::Unauthorized`] is already mapped to a 401.
-fn authorize(_headers: &HeaderMap) -> Result<(), ApiError> {
-    Ok(())
+/// The one API-key check of the HTTP routes: `Authorization: Bearer <key>` when keys are configured;
+/// [`ApiError::Unauthorized`] becomes a 401 in OpenAI's error shape.
+pub(crate) fn authorize(state: &GatewayState, headers: &HeaderMap) -> Result<(), ApiError> {
+    state
+        .auth
+        .check(AuthSurface::Http, headers, None)
+        .map_err(|outcome| ApiError::Unauthorized(crate::auth::refusal_message(outcome).to_owned()))
 }
 
 pub(crate) async fn speech(
@@ -96,7 +100,7 @@ pub(crate) async fn speech(
         let _ = tts_telemetry::set_parent_from_traceparent(&span, traceparent);
     }
     let result = async {
-        authorize(&headers)?;
+        authorize(&state, &headers)?;
         let speech = parse(&state, &headers, body).await?;
         let permit = OwnedPermit::try_new(&state).ok_or_else(|| {
             ApiError::RateLimited(format!(
@@ -339,7 +343,10 @@ struct Model {
     owned_by: &'static str,
 }
 
-pub(crate) async fn models() -> Response {
+pub(crate) async fn models(State(state): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    if let Err(error) = authorize(&state, &headers) {
+        return error.into_response();
+    }
     let data: Vec<Model> = MODELS
         .iter()
         .map(|id| Model {

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 use tts_core::pool::{Job, PoolStats, SubmitError};
@@ -63,7 +65,55 @@ pub struct RemoteConfig {
     pub start_timeout: Duration,
     pub rpc_timeout: Duration,
     pub stall_timeout: Duration,
+    /// The shared worker token, sent as `authorization: Bearer <token>` on every call.
+    pub token: Option<WorkerToken>,
 }
+
+/// The secret workers expect from gateways. Shows whether it is set, never its value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WorkerToken(String);
+
+impl WorkerToken {
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+}
+
+impl std::fmt::Debug for WorkerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerToken(<redacted>)")
+    }
+}
+
+/// Adds the worker token to every call's metadata (health checks included).
+#[derive(Clone, Default)]
+struct CallToken(Option<MetadataValue<Ascii>>);
+
+impl CallToken {
+    fn new(token: Option<&WorkerToken>) -> Result<Self, RemoteError> {
+        token
+            .map(|token| {
+                let mut value: MetadataValue<Ascii> = format!("Bearer {}", token.0)
+                    .parse()
+                    .map_err(|_| RemoteError::Token)?;
+                value.set_sensitive(true);
+                Ok(value)
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl tonic::service::Interceptor for CallToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Intercepted = InterceptedService<Channel, CallToken>;
 
 /// Why remote workers could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +122,8 @@ pub enum RemoteError {
     Address { address: String, reason: String },
     #[error("no workers: give worker addresses or a Redis URL")]
     NoWorkers,
+    #[error("the worker token holds characters that cannot travel in gRPC metadata (use printable ASCII)")]
+    Token,
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
 }
@@ -83,6 +135,7 @@ pub struct RemoteWorkers {
 
 pub(crate) struct Shared {
     config: RemoteConfig,
+    call_token: CallToken,
     workers: RwLock<Vec<Arc<WorkerHandle>>>,
     links: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<LinkMessage>>>,
     metrics: RemoteMetrics,
@@ -95,8 +148,8 @@ pub(crate) struct WorkerHandle {
     name: String,
     address: String,
     label: String,
-    client: WorkerClient<Channel>,
-    health: HealthClient<Channel>,
+    client: WorkerClient<Intercepted>,
+    health: HealthClient<Intercepted>,
     /// The last health check passed and no stream to it has failed since.
     up: AtomicBool,
     /// It reports its default voice warm and is not draining.
@@ -151,11 +204,18 @@ impl RemoteWorkers {
             }
             None => None,
         };
+        let call_token = CallToken::new(config.token.as_ref())?;
         let mut workers = Vec::new();
         for address in &config.addresses {
-            workers.push(Arc::new(WorkerHandle::new(address, address, &metrics)?));
+            workers.push(Arc::new(WorkerHandle::new(
+                address,
+                address,
+                &metrics,
+                &call_token,
+            )?));
         }
         let shared = Arc::new(Shared {
+            call_token,
             config,
             workers: RwLock::new(workers),
             links: Mutex::new(HashMap::new()),
@@ -303,7 +363,12 @@ impl Shared {
 }
 
 impl WorkerHandle {
-    fn new(name: &str, address: &str, metrics: &RemoteMetrics) -> Result<Self, RemoteError> {
+    fn new(
+        name: &str,
+        address: &str,
+        metrics: &RemoteMetrics,
+        token: &CallToken,
+    ) -> Result<Self, RemoteError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|error| RemoteError::Address {
                 address: address.to_owned(),
@@ -323,8 +388,8 @@ impl WorkerHandle {
             name: name.to_owned(),
             address: address.to_owned(),
             label,
-            client: WorkerClient::new(channel.clone()),
-            health: HealthClient::new(channel),
+            client: WorkerClient::with_interceptor(channel.clone(), token.clone()),
+            health: HealthClient::with_interceptor(channel, token.clone()),
             up: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             gone: AtomicBool::new(false),
@@ -428,7 +493,12 @@ async fn reconcile(
                 .find(|w| w.name == record.name && w.address == record.address)
             {
                 Some(worker) => worker.apply_record(record),
-                None => match WorkerHandle::new(&record.name, &record.address, &shared.metrics) {
+                None => match WorkerHandle::new(
+                    &record.name,
+                    &record.address,
+                    &shared.metrics,
+                    &shared.call_token,
+                ) {
                     Ok(worker) => {
                         worker.apply_record(record);
                         tracing::info!(worker = %record.name, address = %record.address, "Worker discovered.");

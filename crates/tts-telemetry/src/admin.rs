@@ -12,7 +12,7 @@
 //! | GET | `/admin/log-level` | The current log filter, as text. |
 //! | GET | `/admin/traces?trace_id=&session_id=&since=&after=&limit=` | Recent finished spans grouped by trace, newest trace first: `{"traces":[{"trace_id","session_id","start","duration_ms","spans":[…]}],"buffer":{…}}` (see [`crate::recent`]); 400 for a malformed filter, 501 without a [`LogHandle`]. |
 //! | GET | `/admin/logs?level=&target=&session_id=&trace_id=&since=&after=&limit=` | Recent log records, oldest first, each shaped like a JSON log line plus `seq`: `{"logs":[…],"buffer":{…}}`. |
-//! | PUT | `/admin/log-level` | Body: a filter (`debug`, `info,tts_gateway=debug`). 200 with the new filter, 400 with the parse error, 501 when the process has no [`LogHandle`]. |
+//! | PUT | `/admin/log-level` | Body: a filter (`debug`, `info,tts_gateway=debug`); guarded by [`AdminState::access`]. 200 with the new filter, 400 with the parse error, 501 when the process has no [`LogHandle`]. |
 //! | GET | `/debug/pprof/profile?seconds=30&frequency=99` | Samples the CPU for `seconds` (1..=300, default 30) at `frequency` Hz (1..=250, default 99). 200 `application/octet-stream`, gzipped pprof (`cpu.pb.gz`); with `&format=flamegraph`, 200 `image/svg+xml`. 409 while another CPU profile or sampled section runs; 400 for bad parameters. |
 //! | GET | `/dashboard`, `/dashboard/{asset}` | The live dashboard page and its embedded assets (see [`crate::dashboard`]). |
 //! | GET | `/dashboard/events` | Server-sent events, one `snapshot` a second (summary, health, selected series); resumes after `Last-Event-ID`. |
@@ -20,8 +20,9 @@
 //! | GET | `/debug/pprof/heap` | jemalloc's sampled live heap: 200 `application/octet-stream`, gzipped pprof (`heap.pb.gz`). 501 when the process has no jemalloc profiling or heap sampling is off. |
 //!
 //! The `/debug/pprof/*` routes answer 404 with how to enable them unless [`AdminState::profiling`] is
-//! set. A configured token is always required (`Authorization: Bearer <token>`, else 401); without one
-//! they serve only a loopback admin listener and answer 403 otherwise. Fetch with
+//! set. They and `PUT /admin/log-level` follow [`AdminAccess`]: a configured token is always required
+//! (`Authorization: Bearer <token>`, else 401 naming the missing or invalid token); without one they
+//! serve only a loopback admin listener and answer 403 otherwise. Fetch with
 //! `curl -H "Authorization: Bearer $TOKEN" -o cpu.pb.gz 'http://ADMIN/debug/pprof/profile?seconds=30'`
 //! and read with `go tool pprof -top cpu.pb.gz`.
 //!
@@ -29,7 +30,6 @@
 //! Anything else is a 404 whose body lists these routes. The router is a value: serve it on its own
 //! listener (the admin port), never on the public one.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,8 +48,13 @@ use crate::heartbeat::Heartbeat;
 use crate::logging::LogHandle;
 use crate::profiling::{self, DEFAULT_FREQUENCY_HZ, ProfilingError};
 
+mod access;
 mod readiness;
 mod recent;
+
+pub use access::{
+    AdminAccess, AdminRefusal, AuthMetrics, AuthOutcome, AuthSurface, admin_guard, bearer, constant_time_eq,
+};
 
 pub use readiness::register_readiness;
 
@@ -125,38 +130,9 @@ pub struct AdminState {
     /// When the process started, for `uptime_seconds`.
     pub started: Instant,
     /// Who may fetch `/debug/pprof/*`; `None` disables those routes.
-    pub profiling: Option<ProfilingAccess>,
-}
-
-/// Access rules for the `/debug/pprof/*` routes: profiles show code paths and heap contents' shape, and
-/// a CPU profile costs CPU, so they are not for anyone who can reach the admin port.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct ProfilingAccess {
-    /// When set, every request must carry `Authorization: Bearer <token>`.
-    pub token: Option<String>,
-    /// Whether the admin listener accepts loopback connections only. Without a token, profiles are
-    /// served only then.
-    pub loopback_only: bool,
-}
-
-/// Shows whether a token is set, never the token.
-impl std::fmt::Debug for ProfilingAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProfilingAccess")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("loopback_only", &self.loopback_only)
-            .finish()
-    }
-}
-
-impl ProfilingAccess {
-    /// Rules for an admin listener bound to `admin`.
-    pub fn for_listener(admin: SocketAddr, token: Option<String>) -> Self {
-        Self {
-            token,
-            loopback_only: admin.ip().is_loopback(),
-        }
-    }
+    pub profiling: Option<AdminAccess>,
+    /// Who may call the mutating routes (`PUT /admin/log-level`).
+    pub access: AdminAccess,
 }
 
 type Shared = State<Arc<AdminState>>;
@@ -348,7 +324,10 @@ async fn get_log_level(State(state): Shared) -> Response {
     }
 }
 
-async fn put_log_level(State(state): Shared, body: String) -> Response {
+async fn put_log_level(State(state): Shared, headers: HeaderMap, body: String) -> Response {
+    if let Err(refusal) = state.access.authorize(&headers) {
+        return refusal.into_response();
+    }
     let Some(log) = &state.log else {
         return (StatusCode::NOT_IMPLEMENTED, NO_LOG_HANDLE).into_response();
     };
@@ -373,10 +352,6 @@ async fn put_log_level(State(state): Shared, body: String) -> Response {
 
 const PROFILING_DISABLED: &str = "Profiling is disabled in this process. Restart it with \
     ENABLE_PROFILING=true (or `enabled = true` in the profiling configuration) to serve /debug/pprof/*.\n";
-const PROFILING_NEEDS_TOKEN: &str = "Profiling on an admin listener that is not loopback-only needs a \
-    token: set PROFILE_TOKEN (or `token` in the profiling configuration), or bind the admin listener to \
-    127.0.0.1.\n";
-
 /// Query of `/debug/pprof/profile`; the names are Go's.
 #[derive(Debug, Deserialize)]
 struct CpuProfileQuery {
@@ -385,52 +360,13 @@ struct CpuProfileQuery {
     format: Option<String>,
 }
 
-/// Why a `/debug/pprof/*` request is turned away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    Disabled,
-    NeedsToken,
-    Unauthorized,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Disabled => (StatusCode::NOT_FOUND, PROFILING_DISABLED).into_response(),
-            Self::NeedsToken => (StatusCode::FORBIDDEN, PROFILING_NEEDS_TOKEN).into_response(),
-            Self::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "Profiling needs Authorization: Bearer <token>.\n",
-            )
-                .into_response(),
-        }
-    }
-}
-
-/// Checks [`AdminState::profiling`] against the request.
-fn authorize(access: Option<&ProfilingAccess>, headers: &HeaderMap) -> Result<(), Refusal> {
-    let access = access.ok_or(Refusal::Disabled)?;
-    let Some(token) = &access.token else {
-        return if access.loopback_only {
-            Ok(())
-        } else {
-            Err(Refusal::NeedsToken)
-        };
+/// Checks [`AdminState::profiling`] against the request: the refusal, if any (404 when profiling is
+/// off, else the admin rule's).
+fn authorize(access: Option<&AdminAccess>, headers: &HeaderMap) -> Option<Response> {
+    let Some(access) = access else {
+        return Some((StatusCode::NOT_FOUND, PROFILING_DISABLED).into_response());
     };
-    let offered = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match offered {
-        Some(offered) if constant_time_eq(offered.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(Refusal::Unauthorized),
-    }
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+    access.authorize(headers).err().map(IntoResponse::into_response)
 }
 
 fn pprof_response(bytes: Vec<u8>, file_name: &str) -> Response {
@@ -477,8 +413,8 @@ async fn cpu_profile(
     headers: HeaderMap,
     Query(query): Query<CpuProfileQuery>,
 ) -> Response {
-    if let Err(refusal) = authorize(state.profiling.as_ref(), &headers) {
-        return refusal.into_response();
+    if let Some(refusal) = authorize(state.profiling.as_ref(), &headers) {
+        return refusal;
     }
     let flamegraph = match query.format.as_deref() {
         None | Some("pprof" | "proto") => false,
@@ -503,8 +439,8 @@ async fn cpu_profile(
 }
 
 async fn heap_profile(State(state): Shared, headers: HeaderMap) -> Response {
-    if let Err(refusal) = authorize(state.profiling.as_ref(), &headers) {
-        return refusal.into_response();
+    if let Some(refusal) = authorize(state.profiling.as_ref(), &headers) {
+        return refusal;
     }
     match profiling::heap_profile().await {
         Ok(bytes) => pprof_response(bytes, "heap.pb.gz"),

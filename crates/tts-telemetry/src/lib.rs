@@ -49,6 +49,7 @@
 //!     heartbeats: vec![runtime.clone()],
 //!     log: None,
 //!     profiling: None,
+//!     access: tts_telemetry::AdminAccess::default(),
 //!     started: Instant::now(),
 //! });
 //! // In an async context: `spawn_stall_detector(config, stall_metrics, runtime)`, then serve `admin`
@@ -74,7 +75,8 @@ pub mod window;
 pub use prometheus_client;
 
 pub use admin::{
-    AdminState, CheckResult, HealthCheck, ProfilingAccess, register_readiness, router, router_with,
+    AdminAccess, AdminRefusal, AdminState, AuthMetrics, AuthOutcome, AuthSurface, CheckResult, HealthCheck,
+    admin_guard, bearer, constant_time_eq, register_readiness, router, router_with,
 };
 pub use exposition::{EncodeError, Exposition, encode};
 pub use heartbeat::Heartbeat;

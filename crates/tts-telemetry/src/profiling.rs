@@ -17,7 +17,7 @@
 //! file inside pprof-rs); symbolising and writing happen on a `profile-writer` thread.
 //!
 //! It does not decide who may fetch profiles (the admin router does, from
-//! [`ProfilingAccess`](crate::admin::ProfilingAccess)) and does not read the environment by itself: the
+//! [`AdminAccess`](crate::admin::AdminAccess)) and does not read the environment by itself: the
 //! binary calls [`ProfilingConfig::apply_env`].
 
 use std::path::PathBuf;

@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode, header};
 use tower::ServiceExt as _;
 use tts_telemetry::profiling::{self, ProfilingError};
 use tts_telemetry::prometheus_client::registry::Registry;
-use tts_telemetry::{AdminState, ProfilingAccess};
+use tts_telemetry::{AdminAccess, AdminState};
 
 /// Burns CPU under a name the profile must show.
 #[inline(never)]
@@ -60,10 +60,8 @@ async fn go_tool_pprof_reads_the_served_profile_and_names_the_busy_function() {
         checks: Vec::new(),
         heartbeats: Vec::new(),
         log: None,
-        profiling: Some(ProfilingAccess {
-            token: Some("t0ken".to_owned()),
-            loopback_only: false,
-        }),
+        profiling: Some(AdminAccess::new(Some("t0ken".to_owned()), false)),
+        access: AdminAccess::default(),
         started: Instant::now(),
     });
     let stop = Arc::new(AtomicBool::new(false));

@@ -81,6 +81,7 @@ async fn scrape() -> String {
         heartbeats: vec![Heartbeat::new("runtime", Duration::from_secs(5))],
         log: None,
         profiling: None,
+        access: tts_telemetry::AdminAccess::default(),
         started: Instant::now(),
     };
     let request = Request::get("/metrics")

@@ -15,4 +15,4 @@ pub mod registry;
 mod server;
 
 pub use metrics::{PoolCollector, WorkerMetrics};
-pub use server::{DEFAULT_MAX_SESSIONS, WorkerService, WorkerSettings};
+pub use server::{CallAuth, DEFAULT_MAX_SESSIONS, WorkerService, WorkerSettings};

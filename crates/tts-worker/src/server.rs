@@ -5,7 +5,10 @@
 //! audio is sent back piece by piece as the engine produces it; nothing is buffered per utterance.
 //! gRPC statuses are made in one place, [`ModelError`]'s and the request checks' `into_status` below.
 
+mod auth;
 mod session;
+
+pub use auth::CallAuth;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -156,9 +159,12 @@ impl WorkerService {
     /// Serves the worker service and `grpc.health.v1` on `listener` until `shutdown` turns true. Health
     /// reports SERVING for the service and overall once the default voice is resident, NOT_SERVING while
     /// draining.
+    ///
+    /// Every call, health checks included, first passes `auth` (the shared worker token, when set).
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
+        auth: CallAuth,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), tonic::transport::Error> {
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -188,6 +194,9 @@ impl WorkerService {
             }
         });
         tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(move |request| {
+                auth.check(request)
+            }))
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(2)))
             .http2_keepalive_timeout(Some(Duration::from_secs(3)))

@@ -220,7 +220,7 @@ pub(crate) struct Watch {
 pub(crate) struct Site {
     pub(crate) admin: SocketAddr,
     pub(crate) instance: String,
-    pub(crate) admin_token: Option<String>,
+    pub(crate) access: tts_telemetry::AdminAccess,
     pub(crate) summary: Arc<dyn Fn() -> Value + Send + Sync>,
 }
 
@@ -273,7 +273,7 @@ pub(crate) fn start(
             let _ = shutdown.wait_for(|stop| *stop).await;
         },
     ));
-    let access = tts_alerts::admin::Access::for_listener(site.admin, site.admin_token);
+    let access = site.access;
     let summary = site.summary;
     let sections: Vec<(String, tts_alerts::admin::Section)> =
         vec![("metrics".into(), Arc::new(move || summary()))];
@@ -307,15 +307,17 @@ impl HealthCheck for HeartbeatCheck {
 
 /// Reads the admin token file, if configured: its content, trimmed.
 pub(crate) fn admin_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    token_file("server.admin_token_file", path)
+}
+
+/// Reads a token file, if configured: its content, trimmed; unreadable or empty is an error naming
+/// `field` and the path.
+pub(crate) fn token_file(field: &str, path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
     let Some(path) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read server.admin_token_file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {field} {}", path.display()))?;
     let token = text.trim().to_owned();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "server.admin_token_file {} is empty",
-        path.display()
-    );
+    anyhow::ensure!(!token.is_empty(), "{field} {} is empty", path.display());
     Ok(Some(token))
 }
 

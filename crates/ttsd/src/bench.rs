@@ -211,6 +211,7 @@ async fn start_in_process(args: &BenchArgs) -> anyhow::Result<(String, tokio::ta
         &config.server.default_voice,
         rx,
         metrics,
+        tts_gateway::ApiAuth::default(),
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -65,10 +65,16 @@ pub(crate) struct ServerConfig {
     /// `full` records every metric in docs/telemetry.md; `minimal` only session counters (a baseline for
     /// measuring instrumentation overhead).
     pub(crate) metrics: tts_gateway::MetricsLevel,
-    /// A file holding the admin bearer token. Mutating admin routes (alerts) need it whenever the admin
-    /// listener is not on loopback.
+    /// A file holding the admin bearer token. When set, every guarded admin route (log level, alert
+    /// actions, model load/unload, profiles) needs it; when unset they answer only on a loopback admin
+    /// listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) admin_token_file: Option<PathBuf>,
+    /// A file of API keys, one per line (`#` starts a comment), read at start. When set, the WebSocket
+    /// upgrade and the HTTP API need one (`Authorization: Bearer <key>`, or `?token=<key>` on the
+    /// upgrade); unset, the public routes are open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) api_keys_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +88,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
             metrics: tts_gateway::MetricsLevel::Full,
             admin_token_file: None,
+            api_keys_file: None,
         }
     }
 }
@@ -163,6 +170,10 @@ pub(crate) struct WorkersConfig {
     pub(crate) rpc_timeout_seconds: f64,
     /// Limit for StartSession, which may load the voice on the worker.
     pub(crate) start_timeout_seconds: f64,
+    /// A file holding the shared worker token, sent as `authorization: Bearer <token>` on every gRPC
+    /// call; it must match the workers' `worker.token_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 impl Default for WorkersConfig {
@@ -177,6 +188,7 @@ impl Default for WorkersConfig {
             stall_timeout_seconds: w::DEFAULT_STALL_TIMEOUT.as_secs_f64(),
             rpc_timeout_seconds: w::DEFAULT_RPC_TIMEOUT.as_secs_f64(),
             start_timeout_seconds: w::DEFAULT_START_TIMEOUT.as_secs_f64(),
+            token_file: None,
         }
     }
 }
@@ -201,6 +213,8 @@ impl WorkersConfig {
             start_timeout: seconds(self.start_timeout_seconds),
             rpc_timeout: seconds(self.rpc_timeout_seconds),
             stall_timeout: seconds(self.stall_timeout_seconds),
+            // Read from `token_file` at start (`serve::start_remote`), not here.
+            token: None,
         }
     }
 }
@@ -233,6 +247,10 @@ pub(crate) struct WorkerConfig {
     pub(crate) voice_min_residency_seconds: f64,
     /// Voice loads running at once.
     pub(crate) parallel_loads_max: usize,
+    /// A file holding the shared worker token: every gRPC call (health checks included) must carry
+    /// `authorization: Bearer <token>`, else UNAUTHENTICATED. Unset, calls are not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -251,6 +269,7 @@ impl Default for WorkerConfig {
             voice_idle_ttl_seconds: m::DEFAULT_IDLE_TTL.as_secs_f64(),
             voice_min_residency_seconds: m::DEFAULT_MIN_RESIDENCY.as_secs_f64(),
             parallel_loads_max: m::DEFAULT_MAX_PARALLEL_LOADS,
+            token_file: None,
         }
     }
 }

@@ -281,6 +281,22 @@ struct Telemetry {
     heartbeats: Vec<Arc<Heartbeat>>,
 }
 
+/// Reads `server.api_keys_file`, if configured: one key per line, `#` comments. A missing, unreadable or
+/// keyless file is an error naming it.
+fn api_keys(path: Option<&std::path::Path>) -> anyhow::Result<Option<tts_gateway::ApiKeys>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read server.api_keys_file {}", path.display()))?;
+    let keys = tts_gateway::ApiKeys::parse(&text);
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "server.api_keys_file {} holds no key (one per line; lines starting with # are comments)",
+        path.display()
+    );
+    tracing::info!(keys = keys.len(), "API keys loaded; the public routes need one.");
+    Ok(Some(keys))
+}
+
 fn build_telemetry(config: &Config, mut registry: Registry) -> Telemetry {
     let metrics = Arc::new(GatewayMetrics::register_with_level(
         &mut registry,
@@ -371,7 +387,11 @@ fn remote_backend(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<VoiceCatalog>, Backend)> {
     let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
-    let remote = RemoteWorkers::start(config.workers.remote_config(), registry, shutdown)?;
+    let mut remote_config = config.workers.remote_config();
+    remote_config.token =
+        crate::alerts::token_file("workers.token_file", config.workers.token_file.as_deref())?
+            .map(tts_gateway::workers::WorkerToken::new);
+    let remote = RemoteWorkers::start(remote_config, registry, shutdown)?;
     let watched = watched_remote(&remote);
     let backend = Backend {
         checks: remote.checks(),
@@ -426,6 +446,11 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         .then(|| tts_alerts::Metrics::register(&mut registry));
     tts_telemetry::profiling::install(&config.profiling).await?;
     let mut telemetry = build_telemetry(&config, registry);
+    let auth_metrics = tts_telemetry::AuthMetrics::register(&mut telemetry.registry);
+    let admin_token = crate::alerts::admin_token(config.server.admin_token_file.as_deref())?;
+    let api_keys = api_keys(config.server.api_keys_file.as_deref())?;
+    let admin_access =
+        tts_telemetry::AdminAccess::for_listener(admin_addr, admin_token.clone()).counted(&auth_metrics);
     telemetry.heartbeats.extend(backend.heartbeats.iter().cloned());
     let warm_check = Arc::new(VoiceWarm {
         voice: default_voice.id.clone(),
@@ -450,7 +475,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
             let site = crate::alerts::Site {
                 admin: admin_addr,
                 instance: listener.local_addr()?.to_string(),
-                admin_token: crate::alerts::admin_token(config.server.admin_token_file.as_deref())?,
+                access: admin_access.clone(),
                 summary: summary.clone(),
             };
             let routes = crate::alerts::start(&config.alerts, metrics, watch, site, shutdown_rx.clone())?;
@@ -466,8 +491,10 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         log: Some(log),
         started: std::time::Instant::now(),
         profiling: config.profiling.enabled.then(|| {
-            tts_telemetry::ProfilingAccess::for_listener(admin_addr, config.profiling.token.clone())
+            let token = config.profiling.token.clone().or(admin_token);
+            tts_telemetry::AdminAccess::for_listener(admin_addr, token).counted(&auth_metrics)
         }),
+        access: admin_access,
     };
     let mut admin_router = tts_telemetry::router_with(admin_state, alert_routes.0, alert_routes.1);
     if test_hooks {
@@ -504,6 +531,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         &config.server.default_voice,
         shutdown_rx,
         telemetry.metrics.clone(),
+        tts_gateway::ApiAuth::new(api_keys, auth_metrics.clone()),
     )?;
     let addr = listener.local_addr()?;
     let wyoming_addr = wyoming.as_ref().map(TcpListener::local_addr).transpose()?;

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tts_telemetry::gpu::GpuCheck;
 use tts_telemetry::prometheus_client;
 use tts_telemetry::redis::RedisMetrics;
+use tts_telemetry::{AdminAccess, admin_guard};
 use tts_telemetry::{AdminState, CheckResult, HealthCheck, Heartbeat, LogHandle};
 use tts_worker::models::{LoadReason, ModelError, ModelManager, ModelMetrics, PoolLoader};
 use tts_worker::registry::RegistrationConfig;
@@ -156,6 +157,9 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
         voice: config.server.default_voice.clone(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let auth_metrics = tts_telemetry::AuthMetrics::register(&mut root);
+    let admin_token = crate::alerts::admin_token(config.server.admin_token_file.as_deref())?;
+    let admin_access = AdminAccess::for_listener(admin_addr, admin_token).counted(&auth_metrics);
     let alert_routes = match alert_metrics {
         Some(metrics) => {
             let alerts = &config.alerts;
@@ -168,7 +172,7 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
             let site = crate::alerts::Site {
                 admin: admin_addr,
                 instance: advertise.clone(),
-                admin_token: crate::alerts::admin_token(config.server.admin_token_file.as_deref())?,
+                access: admin_access.clone(),
                 summary: summary.clone(),
             };
             let routes = crate::alerts::start(alerts, metrics, watch, site, shutdown_rx.clone())?;
@@ -186,13 +190,16 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
         log: Some(log),
         started: std::time::Instant::now(),
         profiling: None,
+        access: admin_access.clone(),
     };
     let admin_router = tts_telemetry::router_with(admin_state, alert_routes.0, alert_routes.1)
-        .merge(model_admin(models.clone()));
+        .merge(model_admin(models.clone(), admin_access));
     let admin_task = tokio::spawn(async move { axum::serve(admin, admin_router).await });
     println!("ttsd admin: http://{admin_addr}");
 
-    let grpc = tokio::spawn(service.clone().run(listener, shutdown_rx.clone()));
+    let worker_token = crate::alerts::token_file("worker.token_file", settings.token_file.as_deref())?;
+    let call_auth = tts_worker::CallAuth::new(worker_token, auth_metrics.clone());
+    let grpc = tokio::spawn(service.clone().run(listener, call_auth, shutdown_rx.clone()));
     let warm_started = std::time::Instant::now();
     models
         .load(&config.server.default_voice, LoadReason::Startup)
@@ -296,11 +303,15 @@ impl HealthCheck for DefaultVoiceResident {
 }
 
 /// `GET /admin/models`, `POST /admin/models/{voice}/load`, `POST /admin/models/{voice}/unload`.
-fn model_admin(models: Arc<ModelManager>) -> Router {
-    Router::new()
-        .route("/admin/models", get(list_models))
+/// The model routes; load and unload follow the admin port's rule ([`AdminAccess`]), the list is open.
+fn model_admin(models: Arc<ModelManager>, access: AdminAccess) -> Router {
+    let guarded = Router::new()
         .route("/admin/models/{voice}/load", post(load_model))
         .route("/admin/models/{voice}/unload", post(unload_model))
+        .route_layer(axum::middleware::from_fn_with_state(access, admin_guard));
+    Router::new()
+        .route("/admin/models", get(list_models))
+        .merge(guarded)
         .with_state(models)
 }
 
@@ -380,3 +391,6 @@ pub(crate) fn health_rules(
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests;

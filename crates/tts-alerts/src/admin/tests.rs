@@ -45,10 +45,7 @@ fn loopback(engine: Arc<Engine>) -> Router {
     let section: Section = Arc::new(|| json!({ "sessions_active": 3 }));
     router(
         engine,
-        Access {
-            token: None,
-            loopback_only: true,
-        },
+        AdminAccess::new(None, true),
         vec![("metrics".to_owned(), section)],
     )
 }
@@ -131,22 +128,12 @@ async fn mutations_off_loopback_need_the_token() {
     let id = engine.active()[0].id;
     let ack = format!("/admin/alerts/{id}/ack");
     let body = r#"{"who":"a","why":"b"}"#;
-    let open = router(
-        engine.clone(),
-        Access {
-            token: None,
-            loopback_only: false,
-        },
-        Vec::new(),
-    );
+    let open = router(engine.clone(), AdminAccess::new(None, false), Vec::new());
     let (status, reply) = call(&open, "POST", &ack, None, body).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(reply["error"].as_str().unwrap().contains("admin_token_file"));
 
-    let access = Access {
-        token: Some("s3cret".into()),
-        loopback_only: false,
-    };
+    let access = AdminAccess::new(Some("s3cret".into()), false);
     assert!(!format!("{access:?}").contains("s3cret"));
     let guarded = router(engine, access, Vec::new());
     let (status, _) = call(&guarded, "POST", &ack, None, body).await;
@@ -155,6 +142,18 @@ async fn mutations_off_loopback_need_the_token() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = call(&guarded, "PUT", "/admin/alerts/thresholds", None, "{}").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, reply) = call(&guarded, "POST", "/admin/alerts/1/resolve", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        reply["error"].as_str().unwrap().contains("Missing admin token"),
+        "{reply}"
+    );
+    let (status, reply) = call(&guarded, "POST", "/admin/alerts/1/resolve", Some("s3cre"), "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        reply["error"].as_str().unwrap().contains("Invalid admin token"),
+        "{reply}"
+    );
     let (status, _) = call(&guarded, "POST", &ack, Some("s3cret"), body).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = call(&guarded, "GET", "/admin/alerts", None, "").await;

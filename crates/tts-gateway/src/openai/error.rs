@@ -17,11 +17,7 @@ pub(crate) enum ApiError {
         param: Option<&'static str>,
         code: &'static str,
     },
-    /// No or a wrong API key (only once keys are configured).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "returned by `authorize` once API keys exist")
-    )]
+    /// No or a wrong API key (only when keys are configured).
     #[error("{0}")]
     Unauthorized(String),
     /// The input or the body is over its limit.

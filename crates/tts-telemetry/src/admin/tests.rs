@@ -44,6 +44,7 @@ fn state(checks: Vec<Arc<dyn HealthCheck>>, heartbeats: Vec<Arc<Heartbeat>>) -> 
         heartbeats,
         log: None,
         profiling: None,
+        access: AdminAccess::new(None, true),
         started: Instant::now() - Duration::from_secs(3),
     }
 }
@@ -304,6 +305,101 @@ fn router_without_log() -> Router {
     router(state(vec![], vec![]))
 }
 
+async fn put_with(router: &Router, bearer: Option<&str>, body: &str) -> (StatusCode, String) {
+    let mut request = Request::put("/admin/log-level");
+    if let Some(token) = bearer {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn log_level_off_loopback_needs_the_admin_token() {
+    let (_dispatch, handle) = build_subscriber(LogFormat::Json, "info", std::io::sink).unwrap();
+    let mut registry = Registry::default();
+    let auth = AuthMetrics::register(&mut registry);
+    let mut open = state(vec![], vec![]);
+    open.log = Some(handle.clone());
+    open.access = AdminAccess::new(None, false);
+    let (status, body) = put_with(&router(open), Some("anything"), "debug").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("admin_token_file"), "{body}");
+    assert_eq!(handle.current_filter(), "info");
+
+    let mut guarded = state(vec![], vec![]);
+    guarded.log = Some(handle.clone());
+    guarded.access = AdminAccess::new(Some("s3cret".into()), false).counted(&auth);
+    let guarded = router(guarded);
+    let (status, body) = put_with(&guarded, None, "debug").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("Missing admin token"), "{body}");
+    for wrong in ["s3cre", "s3cret!", "S3CRET", ""] {
+        let (status, body) = put_with(&guarded, Some(wrong), "debug").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong:?}: {body}");
+    }
+    assert_eq!(
+        handle.current_filter(),
+        "info",
+        "no refused request changed the filter"
+    );
+    let (status, body) = put_with(&guarded, Some("s3cret"), "debug").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(handle.current_filter(), "debug");
+
+    let text = crate::encode(&registry, crate::Exposition::PrometheusText).unwrap();
+    for (outcome, count) in [("ok", 1), ("missing", 1), ("invalid", 4)] {
+        let line = format!("tts_auth_requests_total{{surface=\"admin\",outcome=\"{outcome}\"}} {count}\n");
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+    assert!(text.contains("tts_auth_requests_total{surface=\"ws\",outcome=\"invalid\"} 0\n"));
+}
+
+#[test]
+fn a_configured_token_is_checked_on_loopback_too() {
+    let access = AdminAccess::for_listener("127.0.0.1:9".parse().unwrap(), Some("t".into()));
+    let mut headers = HeaderMap::new();
+    assert_eq!(access.authorize(&headers), Err(AdminRefusal::MissingToken));
+    headers.insert(header::AUTHORIZATION, "Bearer u".parse().unwrap());
+    assert_eq!(access.authorize(&headers), Err(AdminRefusal::InvalidToken));
+    headers.insert(header::AUTHORIZATION, "Bearer t".parse().unwrap());
+    assert_eq!(access.authorize(&headers), Ok(()));
+    let secret = AdminAccess::new(Some("hunter2-token".into()), true);
+    assert!(!format!("{secret:?}").contains("hunter2"), "{secret:?}");
+    let open = AdminAccess::for_listener("[::1]:9".parse().unwrap(), None);
+    assert_eq!(open.authorize(&HeaderMap::new()), Ok(()));
+    let remote = AdminAccess::for_listener("10.0.0.1:9".parse().unwrap(), None);
+    assert_eq!(remote.authorize(&headers), Err(AdminRefusal::NoTokenConfigured));
+}
+
+#[test]
+fn constant_time_eq_agrees_with_equality() {
+    for (a, b) in [
+        ("", ""),
+        ("a", ""),
+        ("", "a"),
+        ("abc", "abc"),
+        ("abc", "abd"),
+        ("abc", "ab"),
+        ("ab", "abc"),
+        ("abcabc", "abc"),
+        ("xyz", "abc"),
+    ] {
+        let expected = a == b && !b.is_empty();
+        assert_eq!(
+            constant_time_eq(a.as_bytes(), b.as_bytes()),
+            expected,
+            "{a:?} vs {b:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn log_level_without_a_handle_is_not_implemented() {
     let router = router(state(vec![], vec![]));
@@ -369,15 +465,15 @@ mod pprof {
         }
     }
 
-    fn profiled(access: Option<ProfilingAccess>) -> Router {
+    fn profiled(access: Option<AdminAccess>) -> Router {
         router(AdminState {
             profiling: access,
             ..state(vec![], vec![])
         })
     }
 
-    fn remote(token: Option<&str>) -> Option<ProfilingAccess> {
-        Some(ProfilingAccess::for_listener(
+    fn remote(token: Option<&str>) -> Option<AdminAccess> {
+        Some(AdminAccess::for_listener(
             "0.0.0.0:8081".parse().unwrap(),
             token.map(str::to_owned),
         ))
@@ -455,7 +551,7 @@ mod pprof {
 
     #[tokio::test]
     async fn a_token_is_required_on_loopback_too_once_configured() {
-        let access = ProfilingAccess::for_listener("127.0.0.1:0".parse().unwrap(), Some("t".into()));
+        let access = AdminAccess::for_listener("127.0.0.1:0".parse().unwrap(), Some("t".into()));
         assert!(access.loopback_only);
         let reply = get(&profiled(Some(access)), "/debug/pprof/heap", None).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -463,7 +559,7 @@ mod pprof {
 
     #[tokio::test]
     async fn the_heap_without_jemalloc_is_not_implemented_and_says_why() {
-        let loopback = ProfilingAccess::for_listener("[::1]:0".parse().unwrap(), None);
+        let loopback = AdminAccess::for_listener("[::1]:0".parse().unwrap(), None);
         let reply = get(&profiled(Some(loopback)), "/debug/pprof/heap", None).await;
         assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
         assert!(reply.text().contains("jemalloc"), "{}", reply.text());
@@ -472,10 +568,7 @@ mod pprof {
     #[tokio::test]
     async fn a_profile_while_the_sampler_is_taken_conflicts() {
         let _serial = TEST_SAMPLER.lock().await;
-        let router = profiled(Some(ProfilingAccess {
-            token: None,
-            loopback_only: true,
-        }));
+        let router = profiled(Some(AdminAccess::new(None, true)));
         let slot = ProfilerSlot::try_acquire().unwrap();
         let reply = get(&router, "/debug/pprof/profile?seconds=1", None).await;
         assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text());
@@ -484,10 +577,7 @@ mod pprof {
 
     #[tokio::test]
     async fn bad_parameters_are_bad_requests() {
-        let router = profiled(Some(ProfilingAccess {
-            token: None,
-            loopback_only: true,
-        }));
+        let router = profiled(Some(AdminAccess::new(None, true)));
         for uri in [
             "/debug/pprof/profile?seconds=soon",
             "/debug/pprof/profile?frequency=-",
@@ -497,4 +587,41 @@ mod pprof {
             assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}: {}", reply.text());
         }
     }
+}
+
+#[tokio::test]
+async fn the_guard_layer_applies_the_rule_to_every_route_it_covers() {
+    let guarded = |access: AdminAccess| {
+        Router::new()
+            .route(
+                "/admin/models/{voice}/load",
+                axum::routing::post(|| async { "loaded\n" }),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(access, admin_guard))
+    };
+    let call = |router: Router, bearer: Option<&'static str>| async move {
+        let mut request = Request::post("/admin/models/v/load");
+        if let Some(token) = bearer {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = router
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    };
+    let open = guarded(AdminAccess::new(None, false));
+    let (status, body) = call(open, Some("x")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let remote = guarded(AdminAccess::new(Some("k3y".into()), false));
+    assert_eq!(call(remote.clone(), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(remote.clone(), Some("k3")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(remote, Some("k3y")).await,
+        (StatusCode::OK, "loaded\n".to_owned())
+    );
+    let local = guarded(AdminAccess::new(None, true));
+    assert_eq!(call(local, None).await.0, StatusCode::OK);
 }

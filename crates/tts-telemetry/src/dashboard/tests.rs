@@ -35,6 +35,7 @@ fn admin_state() -> AdminState {
         heartbeats: Vec::new(),
         log: None,
         profiling: None,
+        access: crate::AdminAccess::default(),
         started: std::time::Instant::now(),
     }
 }
