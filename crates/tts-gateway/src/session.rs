@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use axum::extract::ws::{Message, WebSocket};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -128,6 +129,41 @@ pub(crate) fn new_request_id(prefix: &str) -> Arc<str> {
     format!("{prefix}-{:012x}", hasher.finish() & 0xffff_ffff_ffff).into()
 }
 
+/// Why a session is refused before `session_start`.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+    /// The `session_end` reason the client reads.
+    end_reason: &'static str,
+    /// The `tts_sessions_refused_total` reason.
+    counted_as: &'static str,
+}
+
+/// Refuses the session: an `error`, `session_end` and a close, each counted.
+async fn refuse(
+    sink: &mut SplitSink<WebSocket, Message>,
+    state: &GatewayState,
+    session_id: &str,
+    refusal: Refusal,
+) {
+    let error = ServerMessage::Error {
+        code: refusal.code,
+        message: &refusal.message,
+    }
+    .to_json();
+    let end = ServerMessage::SessionEnd {
+        session_id,
+        reason: refusal.end_reason,
+    }
+    .to_json();
+    state.metrics.session_refused(refusal.counted_as);
+    state.metrics.error_sent(refusal.code);
+    state.metrics.message_sent(MessageOut::SessionEnd);
+    let _ = sink.send(Message::Text(error.into())).await;
+    let _ = sink.send(Message::Text(end.into())).await;
+    let _ = sink.send(Message::Close(None)).await;
+}
+
 pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: SessionRequest) {
     let session_id = new_session_id();
     let endpoint = if request.legacy {
@@ -137,60 +173,39 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
     };
     state.metrics.connection(endpoint);
     let (mut sink, stream) = socket.split();
-    let refuse = |code: ErrorCode, message: String, reason: &'static str| {
-        let session_id = session_id.clone();
-        async move {
-            let error = ServerMessage::Error {
-                code,
-                message: &message,
-            }
-            .to_json();
-            let end = ServerMessage::SessionEnd {
-                session_id: &session_id,
-                reason,
-            }
-            .to_json();
-            (error, end)
-        }
-    };
     if state.draining() {
-        let message = "the server is shutting down; connect again to reach another instance".to_owned();
-        let (error, end) = refuse(ErrorCode::Overloaded, message, "server_shutdown").await;
         tracing::info!(session_id = %session_id, "Refused a session: the server is draining.");
-        state.metrics.session_refused("draining");
-        state.metrics.error_sent(ErrorCode::Overloaded);
-        state.metrics.message_sent(MessageOut::SessionEnd);
-        let _ = sink.send(Message::Text(error.into())).await;
-        let _ = sink.send(Message::Text(end.into())).await;
-        let _ = sink.send(Message::Close(None)).await;
-        return;
+        let refusal = Refusal {
+            code: ErrorCode::Overloaded,
+            message: "the server is shutting down; connect again to reach another instance".to_owned(),
+            end_reason: "server_shutdown",
+            counted_as: "draining",
+        };
+        return refuse(&mut sink, &state, &session_id, refusal).await;
     }
     let Some(_permit) = state.admission.try_acquire() else {
-        let message = format!(
-            "the server is at its limit of {} concurrent sessions",
-            state.config.max_sessions
-        );
-        let (error, end) = refuse(ErrorCode::Overloaded, message, "overloaded").await;
         tracing::warn!(session_id = %session_id, "Refused a session: at the session limit.");
-        state.metrics.session_refused("overloaded");
-        state.metrics.error_sent(ErrorCode::Overloaded);
-        state.metrics.message_sent(MessageOut::SessionEnd);
-        let _ = sink.send(Message::Text(error.into())).await;
-        let _ = sink.send(Message::Text(end.into())).await;
-        let _ = sink.send(Message::Close(None)).await;
-        return;
+        let refusal = Refusal {
+            code: ErrorCode::Overloaded,
+            message: format!(
+                "the server is at its limit of {} concurrent sessions",
+                state.config.max_sessions
+            ),
+            end_reason: "overloaded",
+            counted_as: "overloaded",
+        };
+        return refuse(&mut sink, &state, &session_id, refusal).await;
     };
     let voice = match request.voice {
         Ok(voice) => voice,
         Err(unknown) => {
-            let (error, end) = refuse(ErrorCode::UnknownVoice, unknown.to_string(), "unknown_voice").await;
-            state.metrics.session_refused("unknown_voice");
-            state.metrics.error_sent(ErrorCode::UnknownVoice);
-            state.metrics.message_sent(MessageOut::SessionEnd);
-            let _ = sink.send(Message::Text(error.into())).await;
-            let _ = sink.send(Message::Text(end.into())).await;
-            let _ = sink.send(Message::Close(None)).await;
-            return;
+            let refusal = Refusal {
+                code: ErrorCode::UnknownVoice,
+                message: unknown.to_string(),
+                end_reason: "unknown_voice",
+                counted_as: "unknown_voice",
+            };
+            return refuse(&mut sink, &state, &session_id, refusal).await;
         }
     };
     let start = ServerMessage::SessionStart {
