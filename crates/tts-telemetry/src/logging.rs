@@ -32,6 +32,7 @@ pub use capture::{CaptureGuard, CapturedLogs};
 use layer::LineLayer;
 pub use redact::redact;
 use spans::SpanLayer;
+pub use timestamp::rfc3339_millis;
 
 use crate::otel::{self, OtelGuard, TracingConfig};
 use crate::recent::{Recent, RecentConfig};

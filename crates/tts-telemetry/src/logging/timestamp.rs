@@ -5,18 +5,34 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Appends `now` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
 pub(crate) fn write_rfc3339(out: &mut String, now: SystemTime) {
+    write_rfc3339_digits(out, now, 6);
+}
+
+/// `at` as `YYYY-MM-DDTHH:MM:SS.fffZ` (UTC, milliseconds), as Alertmanager's API and most tools print it.
+pub fn rfc3339_millis(at: SystemTime) -> String {
+    let mut out = String::with_capacity(24);
+    write_rfc3339_digits(&mut out, at, 3);
+    out
+}
+
+/// Appends `now` with `digits` (3 or 6) fractional digits; times before 1970 print as the epoch.
+fn write_rfc3339_digits(out: &mut String, now: SystemTime, digits: usize) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();
     let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
     let second_of_day = seconds % 86_400;
+    let fraction = if digits == 3 {
+        since.subsec_millis()
+    } else {
+        since.subsec_micros()
+    };
     // Writing into a String cannot fail.
     let _ = write!(
         out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:0digits$}Z",
         second_of_day / 3600,
         second_of_day / 60 % 60,
         second_of_day % 60,
-        since.subsec_micros()
     );
 }
 
