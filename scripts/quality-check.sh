@@ -53,3 +53,6 @@ voices="$VOICE-whole,$VOICE"
 } | tee "$OUT/quality.txt"
 "$VENV/bin/python" scripts/quality.py run --url "$URL" --admin "$ADMIN" --voices "$voices" --out "$OUT/quality"
 curl -s "$ADMIN/metrics" | grep '^tts_engine_decoder_mode' | tee -a "$OUT/quality.txt"
+if [ -n "$INT8" ]; then
+  "$VENV/bin/python" scripts/quality.py rtf "$VOICES" --voice "$VOICE" | tee -a "$OUT/quality.txt"
+fi

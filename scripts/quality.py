@@ -11,6 +11,9 @@
       inside the `pocketsphinx` wheel; nothing is downloaded), and reports per voice the word error rate
       against the text, the engine's real-time factor (from /metrics), and for each voice the SNR against
       the first voice (the reference: whole-graph decoding) over whole sentences and over 20 ms blocks.
+  quality.py rtf VOICES_DIR [--reps N]
+      The fp32 and int8 voices' whole graphs in Python's ONNX Runtime, 1 thread, run alternately on one
+      phoneme sequence: median time and real-time factor of each, and their ratio.
 """
 
 import argparse
@@ -251,6 +254,37 @@ def run(args):
         f.write(text + "\n")
 
 
+def rtf(voices_dir, voice, reps):
+    """fp32 against int8, whole graph, 1 ONNX Runtime thread, interleaved so both see the same load."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    models = {name: ort.InferenceSession(os.path.join(voices_dir, name + ".onnx"), so,
+                                         providers=["CPUExecutionProvider"])
+              for name in (voice, voice + "-int8")}
+    ids = np.array([[1, 0] + [20, 0, 30, 0, 40, 0, 3, 0] * 13 + [2]], dtype=np.int64)
+    feed = {"input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
+            "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)}
+    times = {name: [] for name in models}
+    seconds = {}
+    for _ in range(reps + 1):
+        for name, session in models.items():
+            started = time.perf_counter()
+            audio = session.run(None, feed)[0]
+            times[name].append(time.perf_counter() - started)
+            seconds[name] = audio.size / 22050
+    lines = []
+    for name, values in times.items():
+        median = float(np.median(values[1:]))
+        lines.append(f"{name:<24} whole graph, 1 thread: median {median * 1000:.1f} ms for {seconds[name]:.2f} s "
+                     f"of audio (RTF {median / seconds[name]:.3f}), {reps} runs after one warm-up")
+    ratio = np.median(times[voice + "-int8"][1:]) / np.median(times[voice][1:])
+    lines.append(f"int8 / fp32 time: {ratio:.2f}")
+    print("\n".join(lines))
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command", required=True)
@@ -264,9 +298,15 @@ def main():
     r.add_argument("--admin", required=True)
     r.add_argument("--voices", required=True)
     r.add_argument("--out", required=True)
+    t = sub.add_parser("rtf")
+    t.add_argument("voices_dir")
+    t.add_argument("--voice", default="en_US-joe-medium")
+    t.add_argument("--reps", type=int, default=10)
     args = p.parse_args()
     if args.command == "prepare":
         prepare(args.src, args.out, args.voice, args.int8)
+    elif args.command == "rtf":
+        rtf(args.voices_dir, args.voice, args.reps)
     else:
         run(args)
 
