@@ -113,6 +113,16 @@ pub(crate) struct EngineConfig {
     /// output, e.g. for regression tests. Unset: each voice's own settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) piper_noise_scale: Option<f32>,
+    /// Voices with loaded engines at once in process (the default voice counts and is never unloaded);
+    /// a new voice evicts the least recently used one that no session or chunk is using.
+    pub(crate) max_resident_voices: usize,
+    /// A voice no session or chunk has used for this long is unloaded; 0 keeps voices until evicted.
+    pub(crate) voice_idle_ttl_seconds: u64,
+    /// ONNX Runtime's CPU arena and memory-pattern planning for Piper sessions: each session then keeps
+    /// what its largest chunk needed, for good.
+    pub(crate) onnx_cpu_arena: bool,
+    /// The ONNX Runtime sessions of one Piper voice share one copy of its prepacked weights.
+    pub(crate) onnx_share_prepacked_weights: bool,
 }
 
 impl Default for EngineConfig {
@@ -125,6 +135,10 @@ impl Default for EngineConfig {
             onnx_quiet_intra_threads: 2,
             queue_capacity: tts_core::pool::DEFAULT_QUEUE_CAPACITY,
             piper_noise_scale: None,
+            max_resident_voices: 4,
+            voice_idle_ttl_seconds: 600,
+            onnx_cpu_arena: false,
+            onnx_share_prepacked_weights: true,
         }
     }
 }
@@ -138,6 +152,17 @@ impl EngineConfig {
                 noise_scale: n,
                 noise_w: n,
             }),
+            onnx_cpu_arena: self.onnx_cpu_arena,
+            onnx_share_prepacked: self.onnx_share_prepacked_weights,
+        }
+    }
+
+    /// The in-process pool's bounds on resident voices (a worker's model manager has its own).
+    pub(crate) fn residency(&self) -> tts_core::pool::ResidencyLimits {
+        tts_core::pool::ResidencyLimits {
+            max_resident_voices: Some(self.max_resident_voices),
+            idle_ttl: (self.voice_idle_ttl_seconds > 0)
+                .then(|| std::time::Duration::from_secs(self.voice_idle_ttl_seconds)),
         }
     }
 
@@ -337,6 +362,9 @@ impl Config {
         }
         if self.engine.onnx_quiet_intra_threads == 0 {
             problems.push("engine.onnx_quiet_intra_threads must be greater than 0".into());
+        }
+        if self.engine.max_resident_voices == 0 {
+            problems.push("engine.max_resident_voices must be greater than 0".into());
         }
         if self.engine.queue_capacity == 0 {
             problems.push("engine.queue_capacity must be greater than 0".into());

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tts_core::engine::init_onnx_runtime;
-use tts_core::pool::{Pool, PoolConfig};
+use tts_core::pool::{Pool, PoolConfig, ResidencyLimits};
 use tts_core::voices::{EngineKind, VoiceCatalog, VoiceInfo};
 use tts_gateway::workers::RemoteWorkers;
 use tts_gateway::{Gateway, GatewayMetrics, Synthesizer};
@@ -184,7 +184,10 @@ where
 }
 
 /// The catalog, and an engine pool that has not loaded any voice yet.
-pub(crate) fn start_pool(config: &Config) -> anyhow::Result<(Arc<VoiceCatalog>, Arc<Pool>)> {
+pub(crate) fn start_pool(
+    config: &Config,
+    residency: ResidencyLimits,
+) -> anyhow::Result<(Arc<VoiceCatalog>, Arc<Pool>)> {
     let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
     if catalog.iter().any(|v| v.engine == EngineKind::Piper)
         && let Err(error) = init_onnx_runtime(&config.engine.onnx_runtime_path)
@@ -195,6 +198,7 @@ pub(crate) fn start_pool(config: &Config) -> anyhow::Result<(Arc<VoiceCatalog>, 
         threads: config.engine.thread_count(),
         queue_capacity: config.engine.queue_capacity,
         engine: config.engine.settings(),
+        residency,
     })?);
     Ok((catalog, pool))
 }
@@ -204,6 +208,7 @@ pub(crate) fn warm(pool: &Pool, voice: &VoiceInfo) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     pool.warm(voice)
         .with_context(|| format!("cannot load and warm voice {}", voice.id))?;
+    pool.pin(&voice.id);
     tracing::info!(voice = %voice.id, warm_ms = started.elapsed().as_millis() as u64, "Voice loaded and warmed.");
     Ok(())
 }
@@ -364,7 +369,11 @@ async fn local_backend(
     registry: &mut Registry,
 ) -> anyhow::Result<(Arc<VoiceCatalog>, Backend)> {
     let pool_config = config.clone();
-    let (catalog, pool) = tokio::task::spawn_blocking(move || start_pool(&pool_config)).await??;
+    let (catalog, pool) = tokio::task::spawn_blocking(move || {
+        let residency = pool_config.engine.residency();
+        start_pool(&pool_config, residency)
+    })
+    .await??;
     tts_worker::PoolCollector::register(registry, pool.clone());
     let engines = Heartbeat::new("engine_pool", Duration::from_secs(30));
     spawn_pool_watchdog(pool.clone(), engines.clone());

@@ -112,7 +112,9 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
     };
 
     let pool_config = config.clone();
-    let (catalog, pool) = tokio::task::spawn_blocking(move || start_pool(&pool_config)).await??;
+    // The model manager bounds the worker's resident voices, not the pool.
+    let unbounded = tts_core::pool::ResidencyLimits::unbounded();
+    let (catalog, pool) = tokio::task::spawn_blocking(move || start_pool(&pool_config, unbounded)).await??;
     catalog
         .get(&config.server.default_voice)
         .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?;

@@ -728,7 +728,7 @@ impl Driver {
                 utterance.failed = true;
                 settle(utterance, None);
                 let code = match error {
-                    SubmitError::QueueFull(_) => ErrorCode::Overloaded,
+                    SubmitError::QueueFull(_) | SubmitError::VoicesInUse(_) => ErrorCode::Overloaded,
                     SubmitError::ShutDown => ErrorCode::InternalError,
                 };
                 self.send_error(code, &error.to_string()).await
