@@ -67,6 +67,8 @@ pub struct RemoteConfig {
     pub stall_timeout: Duration,
     /// The shared worker token, sent as `authorization: Bearer <token>` on every call.
     pub token: Option<WorkerToken>,
+    /// Dial workers over TLS (`https://`), trusting what this configuration trusts; `None`, plain HTTP/2.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// The secret workers expect from gateways. Shows whether it is set, never its value.
@@ -159,6 +161,9 @@ pub(crate) struct WorkerHandle {
     /// Sessions this gateway placed on it.
     sessions: AtomicU32,
     report: Mutex<Report>,
+    /// The last health-check failure logged, so a worker that keeps failing the same way (a TLS
+    /// certificate it is not trusted for, say) is logged once, not every interval.
+    last_failure: Mutex<Option<String>>,
 }
 
 /// What the worker last said about itself.
@@ -212,6 +217,7 @@ impl RemoteWorkers {
                 address,
                 &metrics,
                 &call_token,
+                config.tls.as_ref(),
             )?));
         }
         let shared = Arc::new(Shared {
@@ -363,17 +369,40 @@ impl Shared {
 }
 
 impl WorkerHandle {
+    /// Logs a failed health check with its whole cause chain (e.g. `invalid peer certificate:
+    /// UnknownIssuer`) when it differs from the last one logged.
+    fn note_failure(&self, status: &tonic::Status) {
+        let mut text = status.message().to_owned();
+        let mut source = std::error::Error::source(status);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        let mut last = lock(&self.last_failure);
+        if last.as_deref() != Some(text.as_str()) {
+            tracing::warn!(worker = %self.name, address = %self.address, error = %text, "Worker health check failed.");
+            *last = Some(text);
+        }
+    }
+
     fn new(
         name: &str,
         address: &str,
         metrics: &RemoteMetrics,
         token: &CallToken,
+        tls: Option<&tonic::transport::ClientTlsConfig>,
     ) -> Result<Self, RemoteError> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| RemoteError::Address {
-                address: address.to_owned(),
-                reason: error.to_string(),
-            })?
+        let bad_address = |error: tonic::transport::Error| RemoteError::Address {
+            address: address.to_owned(),
+            reason: error.to_string(),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}")).map_err(bad_address)?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(bad_address)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             // A worker that stops answering (hung, or its machine gone) fails its streams within ~3 s
@@ -395,6 +424,7 @@ impl WorkerHandle {
             gone: AtomicBool::new(false),
             sessions: AtomicU32::new(0),
             report: Mutex::new(Report::default()),
+            last_failure: Mutex::new(None),
         })
     }
 
@@ -498,6 +528,7 @@ async fn reconcile(
                     &record.address,
                     &shared.metrics,
                     &shared.call_token,
+                    shared.config.tls.as_ref(),
                 ) {
                     Ok(worker) => {
                         worker.apply_record(record);

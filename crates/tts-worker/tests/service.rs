@@ -65,7 +65,7 @@ async fn worker() -> Worker {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (shutdown, rx) = watch::channel(false);
-    tokio::spawn(service.run(listener, tts_worker::CallAuth::default(), rx));
+    tokio::spawn(service.run(listener, tts_worker::CallAuth::default(), None, rx));
     let channel = Channel::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use tts_gateway::{GatewayConfig, SloConfig};
 pub(crate) use tts_telemetry::LogFormat;
 
+mod listener;
+
+use self::listener::{DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING_HANDSHAKES};
+
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub(crate) const DEFAULT_VOICE: &str = "en_US-joe-medium";
@@ -75,6 +79,28 @@ pub(crate) struct ServerConfig {
     /// upgrade); unset, the public routes are open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) api_keys_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) for the public listener. With `tls_key_file` the WebSocket
+    /// and HTTP API speak TLS only (`wss://`, `https://`); both are read again on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_key_file: Option<PathBuf>,
+    /// PEM certificate chain for the admin listener; with `admin_tls_key_file` it speaks HTTPS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) admin_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `admin_tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) admin_tls_key_file: Option<PathBuf>,
+    /// Connections each listener (public, admin) holds open at once, WebSocket sessions included; one
+    /// more is closed as soon as it is accepted.
+    pub(crate) max_connections: usize,
+    /// Connections per listener whose TLS handshake and first HTTP request head are not complete yet;
+    /// one more is closed as soon as it is accepted.
+    pub(crate) max_pending_handshakes: usize,
+    /// A connection that has not completed its TLS handshake and sent its first request head within
+    /// this long is closed.
+    pub(crate) handshake_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +115,13 @@ impl Default for ServerConfig {
             metrics: tts_gateway::MetricsLevel::Full,
             admin_token_file: None,
             api_keys_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            admin_tls_cert_file: None,
+            admin_tls_key_file: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
         }
     }
 }
@@ -199,6 +232,13 @@ pub(crate) struct WorkersConfig {
     /// call; it must match the workers' `worker.token_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) token_file: Option<PathBuf>,
+    /// PEM certificate(s) of the authority that signed the workers' certificates. When set, the gateway
+    /// dials workers over TLS (`https://`) and trusts only these; unset, plain HTTP/2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_ca_file: Option<PathBuf>,
+    /// The name checked against the workers' certificates; unset, the host of each worker's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_server_name: Option<String>,
 }
 
 impl Default for WorkersConfig {
@@ -214,6 +254,8 @@ impl Default for WorkersConfig {
             rpc_timeout_seconds: w::DEFAULT_RPC_TIMEOUT.as_secs_f64(),
             start_timeout_seconds: w::DEFAULT_START_TIMEOUT.as_secs_f64(),
             token_file: None,
+            tls_ca_file: None,
+            tls_server_name: None,
         }
     }
 }
@@ -238,8 +280,9 @@ impl WorkersConfig {
             start_timeout: seconds(self.start_timeout_seconds),
             rpc_timeout: seconds(self.rpc_timeout_seconds),
             stall_timeout: seconds(self.stall_timeout_seconds),
-            // Read from `token_file` at start (`serve::start_remote`), not here.
+            // Read from `token_file` and `tls_ca_file` at start (`serve::remote_backend`), not here.
             token: None,
+            tls: None,
         }
     }
 }
@@ -276,6 +319,13 @@ pub(crate) struct WorkerConfig {
     /// `authorization: Bearer <token>`, else UNAUTHENTICATED. Unset, calls are not checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) token_file: Option<PathBuf>,
+    /// PEM certificate chain of the gRPC server; with `tls_key_file` the gRPC port speaks TLS only
+    /// (gateways need `workers.tls_ca_file`). Read at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_key_file: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -295,6 +345,8 @@ impl Default for WorkerConfig {
             voice_min_residency_seconds: m::DEFAULT_MIN_RESIDENCY.as_secs_f64(),
             parallel_loads_max: m::DEFAULT_MAX_PARALLEL_LOADS,
             token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -372,6 +424,7 @@ impl Config {
         problems.extend(self.slo.validate());
         problems.extend(self.remote_problems());
         problems.extend(self.alerts.problems());
+        problems.extend(self.listener_problems());
         if self.server.default_voice.trim().is_empty() {
             problems.push("server.default_voice must name a voice".into());
         }
