@@ -477,7 +477,7 @@ async fn a_flood_of_tiny_utterances_is_bounded_and_every_text_is_answered() {
     // Enough bad-message allowance that the utterance bound, not the error limit, answers the flood.
     std::fs::write(
         &config,
-        "[gateway]\nmax_queued_utterances = 4\nmax_bad_messages = 100\n",
+        "[gateway]\nmax_queued_utterances = 4\nmax_bad_messages = 100\nmax_error_replies_per_second = 100\n",
     )
     .unwrap();
     let server = start_espeak(&["--config", config.to_str().unwrap()]);
