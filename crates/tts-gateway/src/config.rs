@@ -17,6 +17,7 @@ pub const DEFAULT_PACING_LEAD_FRAMES: u32 = 3;
 pub const DEFAULT_MAX_BUFFERED_FRAMES: usize = 500;
 pub const DEFAULT_MAX_BAD_MESSAGES: u32 = 20;
 pub const DEFAULT_BAD_MESSAGE_WINDOW_SECONDS: u64 = 10;
+pub const DEFAULT_MAX_ERROR_REPLIES_PER_SECOND: u32 = 25;
 pub const DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS: u64 = 10;
 
 /// How sessions behave and where they stop.
@@ -33,7 +34,8 @@ pub struct GatewayConfig {
     /// Characters a session may have accepted but not yet synthesised; more is `TEXT_TOO_LONG`.
     pub max_pending_chars: usize,
     /// Utterances a session may have open (queued, synthesising or playing); a final text that would
-    /// open one more is `TEXT_TOO_LONG`. Keeps each session's bookkeeping, scanned on every event, small.
+    /// open one more is `TEXT_TOO_LONG`. Bounds each session's memory; the driver's work per event does not
+    /// depend on it.
     pub max_queued_utterances: usize,
     /// A session with no message and nothing playing for this long is ended (`idle_timeout`).
     pub idle_timeout_seconds: u64,
@@ -47,6 +49,9 @@ pub struct GatewayConfig {
     /// Bad messages within `bad_message_window_seconds` that end the session (`too_many_errors`).
     pub max_bad_messages: u32,
     pub bad_message_window_seconds: u64,
+    /// `error` replies a session sends in any one second; more are dropped (and counted in
+    /// `tts_errors_suppressed_total`), each still counting against `max_bad_messages`.
+    pub max_error_replies_per_second: u32,
     /// A client that has not taken one frame for this long is disconnected (`slow_client`).
     pub slow_client_timeout_seconds: u64,
     /// The first chunk of an utterance is cut at the first clause boundary past this many characters.
@@ -75,6 +80,7 @@ impl Default for GatewayConfig {
             max_buffered_frames: DEFAULT_MAX_BUFFERED_FRAMES,
             max_bad_messages: DEFAULT_MAX_BAD_MESSAGES,
             bad_message_window_seconds: DEFAULT_BAD_MESSAGE_WINDOW_SECONDS,
+            max_error_replies_per_second: DEFAULT_MAX_ERROR_REPLIES_PER_SECOND,
             slow_client_timeout_seconds: DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS,
             first_chunk_min_chars: tts_core::text::DEFAULT_FIRST_CHUNK_MIN_CHARS,
             first_chunk_max_words: tts_core::text::DEFAULT_FIRST_CHUNK_MAX_WORDS,
@@ -112,6 +118,10 @@ impl GatewayConfig {
         positive("max_buffered_frames", self.max_buffered_frames as u64);
         positive("max_bad_messages", u64::from(self.max_bad_messages));
         positive("bad_message_window_seconds", self.bad_message_window_seconds);
+        positive(
+            "max_error_replies_per_second",
+            u64::from(self.max_error_replies_per_second),
+        );
         positive("slow_client_timeout_seconds", self.slow_client_timeout_seconds);
         positive("max_chunk_chars", self.max_chunk_chars as u64);
         for (name, value) in [

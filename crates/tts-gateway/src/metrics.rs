@@ -132,6 +132,13 @@ impl GatewayMetrics {
         }
     }
 
+    /// An error reply not sent: the session was over `gateway.max_error_replies_per_second`.
+    pub(crate) fn error_suppressed(&self, code: ErrorCode) {
+        if self.full {
+            self.messages.error_suppressed(code);
+        }
+    }
+
     pub(crate) fn frame_sent(&self, bytes: usize) {
         if self.full {
             self.frames.sent(bytes);

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tts_core::audio::{FRAME_BYTES, Frame};
 
+mod error;
+
+pub use error::SessionError;
+
 /// How audio frames travel to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -90,23 +94,26 @@ impl ErrorCode {
     }
 }
 
-/// A message the client got wrong, with the code and a sentence naming the problem.
+/// A message the client got wrong, as it goes on the wire: the code and a sentence naming the problem.
+/// Made only from a [`SessionError`], whose variant decides the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub code: ErrorCode,
     pub message: String,
 }
 
-impl Rejection {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+impl From<SessionError> for Rejection {
+    fn from(error: SessionError) -> Self {
         Self {
-            code,
-            message: message.into(),
+            code: error.code(),
+            message: error.to_string(),
         }
     }
+}
 
+impl Rejection {
     fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidMessage, message)
+        SessionError::Malformed(message.into()).into()
     }
 }
 

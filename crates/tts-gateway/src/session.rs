@@ -3,6 +3,8 @@
 mod driver;
 mod pacer;
 mod reader;
+mod replies;
+mod utterances;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use tts_core::voices::{UnknownVoice, VoiceInfo};
 
 use crate::GatewayState;
 use crate::metrics::{Endpoint, MessageOut};
-use crate::protocol::{Encoding, ErrorCode, ServerMessage};
+use crate::protocol::{Encoding, ServerMessage, SessionError};
 use driver::{Driver, DriverParts};
 
 /// Every `session_end` reason a session can end with, including those never sent (the client is gone).
@@ -131,8 +133,7 @@ pub(crate) fn new_request_id(prefix: &str) -> Arc<str> {
 
 /// Why a session is refused before `session_start`.
 struct Refusal {
-    code: ErrorCode,
-    message: String,
+    error: SessionError,
     /// The `session_end` reason the client reads.
     end_reason: &'static str,
     /// The `tts_sessions_refused_total` reason.
@@ -146,9 +147,10 @@ async fn refuse(
     session_id: &str,
     refusal: Refusal,
 ) {
+    let code = refusal.error.code();
     let error = ServerMessage::Error {
-        code: refusal.code,
-        message: &refusal.message,
+        code,
+        message: &refusal.error.to_string(),
     }
     .to_json();
     let end = ServerMessage::SessionEnd {
@@ -157,7 +159,7 @@ async fn refuse(
     }
     .to_json();
     state.metrics.session_refused(refusal.counted_as);
-    state.metrics.error_sent(refusal.code);
+    state.metrics.error_sent(code);
     state.metrics.message_sent(MessageOut::SessionEnd);
     let _ = sink.send(Message::Text(error.into())).await;
     let _ = sink.send(Message::Text(end.into())).await;
@@ -176,8 +178,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
     if state.draining() {
         tracing::info!(session_id = %session_id, "Refused a session: the server is draining.");
         let refusal = Refusal {
-            code: ErrorCode::Overloaded,
-            message: "the server is shutting down; connect again to reach another instance".to_owned(),
+            error: SessionError::ShuttingDown,
             end_reason: "server_shutdown",
             counted_as: "draining",
         };
@@ -186,11 +187,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
     let Some(_permit) = state.admission.try_acquire() else {
         tracing::warn!(session_id = %session_id, "Refused a session: at the session limit.");
         let refusal = Refusal {
-            code: ErrorCode::Overloaded,
-            message: format!(
-                "the server is at its limit of {} concurrent sessions",
-                state.config.max_sessions
-            ),
+            error: SessionError::AtSessionLimit(state.config.max_sessions),
             end_reason: "overloaded",
             counted_as: "overloaded",
         };
@@ -200,8 +197,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
         Ok(voice) => voice,
         Err(unknown) => {
             let refusal = Refusal {
-                code: ErrorCode::UnknownVoice,
-                message: unknown.to_string(),
+                error: SessionError::UnknownVoice(unknown),
                 end_reason: "unknown_voice",
                 counted_as: "unknown_voice",
             };

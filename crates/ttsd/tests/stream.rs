@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tts_test_support::{Event, rms_dbfs};
+use tts_test_support::{Event, Scrape, http_get, rms_dbfs};
 
 const FOX: &str = "The quick brown fox jumps over the lazy dog.";
 
@@ -401,6 +401,67 @@ async fn streaming_text_pieces_form_one_utterance_and_voice_can_change_between_u
         matches!(&second.end, Some(Event::UtteranceEnd { utterance_id: 2, reason, .. }) if reason == "completed")
     );
     assert_frames_well_formed(&second.frames, first.frames.len() as u64 + 1);
+    // Which voice spoke each utterance, as the server accounted for it: one first audio each.
+    let scrape = scrape(&server);
+    for voice in [ESPEAK, "espeak-en-gb"] {
+        assert_eq!(
+            scrape.sum("tts_first_audio_seconds_count", &[("voice", voice)]),
+            1.0,
+            "one utterance spoken by {voice}"
+        );
+    }
+}
+
+fn scrape(server: &tts_test_support::ServerProcess) -> Scrape {
+    let response = http_get(&server.admin_base, "/metrics").unwrap();
+    assert_eq!(response.status, 200);
+    Scrape::parse(&response.body).unwrap()
+}
+
+fn pcm(utterance: &Utterance) -> Vec<u8> {
+    utterance
+        .frames
+        .iter()
+        .flat_map(|f| f.pcm.iter().copied())
+        .collect()
+}
+
+/// Piper without sampling noise speaks a text the same way every time, so the audio itself shows which
+/// voice spoke: switching to espeak changes it, and switching back gives Piper's bytes again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_voice_change_changes_the_audio_and_changing_back_restores_it() {
+    let server = start_repeatable_piper();
+    let (mut client, _) = connect(&server, "/v1/stream").await;
+    let mut spoken = Vec::new();
+    for voice in [PIPER, ESPEAK, PIPER] {
+        client
+            .send_json(json!({"type": "config", "voice": voice}))
+            .await
+            .unwrap();
+        client.send_text(FOX, true).await.unwrap();
+        let utterance = read_utterance(&mut client).await;
+        assert!(utterance.others.is_empty(), "{voice}: {:?}", utterance.others);
+        assert!(
+            matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"),
+            "{voice}: {:?}",
+            utterance.end
+        );
+        spoken.push(pcm(&utterance));
+    }
+    assert!(
+        spoken[0] == spoken[2],
+        "Piper again after espeak: the same bytes as Piper's first time"
+    );
+    assert!(spoken[0] != spoken[1], "espeak's audio is not Piper's");
+    let scrape = scrape(&server);
+    assert_eq!(
+        scrape.sum("tts_first_audio_seconds_count", &[("voice", PIPER)]),
+        2.0
+    );
+    assert_eq!(
+        scrape.sum("tts_first_audio_seconds_count", &[("voice", ESPEAK)]),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -477,7 +538,7 @@ async fn a_flood_of_tiny_utterances_is_bounded_and_every_text_is_answered() {
     // Enough bad-message allowance that the utterance bound, not the error limit, answers the flood.
     std::fs::write(
         &config,
-        "[gateway]\nmax_queued_utterances = 4\nmax_bad_messages = 100\n",
+        "[gateway]\nmax_queued_utterances = 4\nmax_bad_messages = 100\nmax_error_replies_per_second = 100\n",
     )
     .unwrap();
     let server = start_espeak(&["--config", config.to_str().unwrap()]);
@@ -532,4 +593,76 @@ async fn ill_timed_messages_count_toward_the_error_limit_and_end_the_session() {
     assert_eq!(end.as_deref(), Some("too_many_errors"));
     // 21 answers (the limit is 20 within the window), then the closing error: no reply per STOP after it.
     assert_eq!(errors, 22, "bounded error replies");
+}
+
+/// Error replies are bounded per second: past the bound the errors are counted, not answered, and every
+/// bad message still counts toward `max_bad_messages`, which still ends the session.
+#[tokio::test(flavor = "multi_thread")]
+async fn error_replies_are_bounded_per_second_and_the_rest_are_counted() {
+    let config = temp_path("error-replies.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\nmax_error_replies_per_second = 3\nmax_bad_messages = 40\nbad_message_window_seconds = 60\n",
+    )
+    .unwrap();
+    let server = start_espeak(&["--config", config.to_str().unwrap()]);
+    let (mut client, _) = connect(&server, "/v1/stream").await;
+    const FIRST: usize = 30;
+    let started = tokio::time::Instant::now();
+    for _ in 0..FIRST {
+        client.send_control("STOP").await.unwrap();
+    }
+    // A valid utterance after them: when it ends, every STOP before it has been handled.
+    client.send_text("Hi.", true).await.unwrap();
+    let mut replies = 0;
+    loop {
+        match client.next(WAIT).await.unwrap().event {
+            Event::Error { code, message } => {
+                assert_eq!(code, "INVALID_MESSAGE", "{message}");
+                replies += 1;
+            }
+            Event::UtteranceEnd { reason, .. } => {
+                assert_eq!(reason, "completed");
+                break;
+            }
+            _ => {}
+        }
+    }
+    // The server sent them all between `started` and now: at most 3 in each second of that span.
+    let seconds = started.elapsed().as_secs();
+    let bound = 3 * (seconds as usize + 1);
+    assert!(replies >= 3, "the first three are answered: {replies}");
+    assert!(
+        replies <= bound,
+        "{replies} error replies in {seconds} s, bound {bound}"
+    );
+    let suppressed =
+        |scrape: &Scrape| scrape.sum("tts_errors_suppressed_total", &[("code", "INVALID_MESSAGE")]) as usize;
+    assert_eq!(
+        replies + suppressed(&scrape(&server)),
+        FIRST,
+        "every bad message is answered or counted"
+    );
+
+    // 11 more take the session past 40 bad messages: it ends, with the closing error sent.
+    for _ in 0..11 {
+        client.send_control("STOP").await.unwrap();
+    }
+    let (mut more, mut closing, mut end) = (0, 0, None);
+    while end.is_none() {
+        match client.next(WAIT).await.unwrap().event {
+            Event::Error { message, .. } if message.contains("closing the session") => closing += 1,
+            Event::Error { .. } => more += 1,
+            Event::SessionEnd { reason, .. } => end = Some(reason),
+            Event::Closed => break,
+            _ => {}
+        }
+    }
+    assert_eq!(end.as_deref(), Some("too_many_errors"));
+    assert_eq!(closing, 1, "the closing error is always sent");
+    assert_eq!(
+        replies + more + suppressed(&scrape(&server)),
+        FIRST + 11,
+        "the 41 bad messages: answered or counted"
+    );
 }

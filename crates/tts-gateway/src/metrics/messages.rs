@@ -1,4 +1,5 @@
-//! Protocol messages in and out, and error messages by code.
+//! Protocol messages in and out, and error messages by code: sent, and suppressed by the per-session bound
+//! on error replies.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -7,7 +8,8 @@ use prometheus_client::registry::Registry;
 use super::labels::{CodeLabels, MessageIn, MessageInLabels, MessageOut, MessageOutLabels};
 use crate::protocol::ErrorCode;
 
-/// `tts_messages_received_total`, `tts_messages_sent_total` and `tts_errors_sent_total`.
+/// `tts_messages_received_total`, `tts_messages_sent_total`, `tts_errors_sent_total` and
+/// `tts_errors_suppressed_total`.
 #[derive(Debug)]
 pub(super) struct MessageMetrics {
     received: Family<MessageInLabels, Counter>,
@@ -16,6 +18,7 @@ pub(super) struct MessageMetrics {
     /// and hashes the labels.
     audio_sent: Counter,
     errors_sent: Family<CodeLabels, Counter>,
+    errors_suppressed: Family<CodeLabels, Counter>,
 }
 
 impl MessageMetrics {
@@ -31,6 +34,7 @@ impl MessageMetrics {
             sent,
             audio_sent,
             errors_sent: Family::default(),
+            errors_suppressed: Family::default(),
         };
         r.register(
             "tts_messages_received",
@@ -46,6 +50,11 @@ impl MessageMetrics {
             "tts_errors_sent",
             "error messages sent to clients, by code",
             metrics.errors_sent.clone(),
+        );
+        r.register(
+            "tts_errors_suppressed",
+            "error replies not sent because the session was over gateway.max_error_replies_per_second, by code",
+            metrics.errors_suppressed.clone(),
         );
         metrics.init_series();
         metrics
@@ -73,6 +82,9 @@ impl MessageMetrics {
             let _ = self
                 .errors_sent
                 .get_or_create(&CodeLabels { code: code.as_str() });
+            let _ = self
+                .errors_suppressed
+                .get_or_create(&CodeLabels { code: code.as_str() });
         }
     }
 
@@ -96,5 +108,11 @@ impl MessageMetrics {
             .get_or_create(&CodeLabels { code: code.as_str() })
             .inc();
         self.sent(MessageOut::Error);
+    }
+
+    pub(super) fn error_suppressed(&self, code: ErrorCode) {
+        self.errors_suppressed
+            .get_or_create(&CodeLabels { code: code.as_str() })
+            .inc();
     }
 }

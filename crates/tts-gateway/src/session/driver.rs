@@ -16,19 +16,19 @@ use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
-use tts_core::audio::{Frame, Framer};
-use tts_core::engine::EngineError;
-use tts_core::pool::{CancelSource, Job, JobEvent, SubmitError};
-use tts_core::text::{Chunk, Segmenter};
+use tts_core::pool::{CancelSource, Job, JobEvent};
+use tts_core::text::Segmenter;
 use tts_core::voices::VoiceInfo;
 
 use super::pacer::Pacer;
 use super::reader::Inbound;
+use super::replies::ReplyLimiter;
+use super::utterances::{Caps, Finished, Utterance, Utterances};
 use crate::GatewayState;
 use crate::metrics::{DropReason, GatewayMetrics, MessageOut, Stage, Transport};
 use crate::protocol::{
-    ClientMessage, Command, Encoding, ErrorCode, Rejection, ServerMessage, UtteranceEndReason, audio_binary,
-    audio_json,
+    ClientMessage, Command, Encoding, ErrorCode, Rejection, ServerMessage, SessionError, UtteranceEndReason,
+    audio_binary, audio_json,
 };
 
 /// Why a session ended, as sent in `session_end`.
@@ -66,82 +66,6 @@ struct EngineMessage {
     event: JobEvent,
 }
 
-struct Utterance {
-    id: u64,
-    generation: u64,
-    voice: Arc<VoiceInfo>,
-    /// Chunks not yet handed to the pool.
-    chunks: VecDeque<Chunk>,
-    /// `is_final` text has been received.
-    text_complete: bool,
-    /// Every chunk is synthesised and the framer flushed: the frames queue holds the rest of the audio.
-    synth_done: bool,
-    framer: Framer,
-    frames: VecDeque<Frame>,
-    frames_sent: u64,
-    /// When the text that gave this utterance its first chunk was read (first-audio clock start).
-    text_read_at: Option<Instant>,
-    underruns: u64,
-    failed: bool,
-    /// First-audio stage boundaries, as the driver saw them for the utterance's first chunk.
-    first_submitted_at: Option<Instant>,
-    first_started_at: Option<Instant>,
-    first_pcm_at: Option<Instant>,
-    /// The last chunk finished (end of synthesis for the utterance).
-    last_finished_at: Option<Instant>,
-    /// The previous frame of this utterance handed to the socket, for the frame interval (cleared by PAUSE).
-    last_frame_at: Option<Instant>,
-    /// Child of the session span; ends when the utterance is dropped.
-    span: tracing::Span,
-}
-
-impl Utterance {
-    fn new(id: u64, generation: u64, voice: Arc<VoiceInfo>, session: &tracing::Span) -> Self {
-        let span = tracing::info_span!(
-            parent: session,
-            "utterance",
-            utterance_id = id,
-            "tts.engine" = voice.engine.as_str(),
-            "tts.voice" = %voice.id,
-            "tts.first_audio_ms" = tracing::field::Empty,
-            "tts.frames" = tracing::field::Empty,
-                        "tts.outcome" = tracing::field::Empty,
-            "otel.status_code" = tracing::field::Empty,
-        );
-        Self {
-            span,
-            id,
-            generation,
-            voice,
-            chunks: VecDeque::new(),
-            text_complete: false,
-            synth_done: false,
-            framer: Framer::new(),
-            frames: VecDeque::new(),
-            frames_sent: 0,
-            text_read_at: None,
-            underruns: 0,
-            failed: false,
-            first_submitted_at: None,
-            first_started_at: None,
-            first_pcm_at: None,
-            last_finished_at: None,
-            last_frame_at: None,
-        }
-    }
-}
-
-/// The one chunk a session may have at the pool.
-#[derive(Debug, Clone, Copy)]
-struct InFlight {
-    utterance_id: u64,
-    characters: usize,
-    first: bool,
-    /// An engine thread took the chunk (its `Started` event was seen): only then does a STOP count it as
-    /// an engine task cancelled; before that the scheduler discards it (`tts_queue_discarded_total`).
-    started: bool,
-}
-
 pub(crate) struct Driver {
     state: Arc<GatewayState>,
     sink: SplitSink<WebSocket, Message>,
@@ -150,17 +74,16 @@ pub(crate) struct Driver {
     drain: watch::Receiver<bool>,
     /// When this session's recent rejected messages arrived (bounded by `max_bad_messages`).
     rejections: VecDeque<Instant>,
+    /// Error replies sent in the last second (bounded by `max_error_replies_per_second`).
+    replies: ReplyLimiter,
     session_id: Arc<str>,
     span: tracing::Span,
     legacy: bool,
     encoding: Encoding,
     voice: Arc<VoiceInfo>,
     segmenter: Segmenter,
-    utterances: VecDeque<Utterance>,
-    next_utterance_id: u64,
-    /// The utterance whose chunk is at the pool, if any: at most one per session, which keeps the
-    /// session's order and makes the pool's FIFO lanes round-robin across sessions.
-    in_flight: Option<InFlight>,
+    /// The utterances, their chunks and frames, and the one chunk at the pool.
+    utterances: Utterances,
     cancel: CancelSource,
     engine_tx: mpsc::UnboundedSender<EngineMessage>,
     engine_rx: mpsc::UnboundedReceiver<EngineMessage>,
@@ -194,6 +117,7 @@ impl Driver {
             shutdown: parts.state.shutdown.clone(),
             drain: parts.state.drain.subscribe(),
             rejections: VecDeque::new(),
+            replies: ReplyLimiter::new(config.max_error_replies_per_second),
             pacer: Pacer::new(config.pacing_lead_frames),
             state: parts.state,
             sink: parts.sink,
@@ -204,9 +128,7 @@ impl Driver {
             encoding: parts.encoding,
             voice: parts.voice,
             segmenter,
-            utterances: VecDeque::new(),
-            next_utterance_id: 1,
-            in_flight: None,
+            utterances: Utterances::new(),
             cancel: parts.cancel,
             engine_tx,
             engine_rx,
@@ -235,7 +157,7 @@ impl Driver {
         // Whatever is still queued for this session is dropped before an engine sees it.
         self.cancel.cancel_all();
         self.state.pool.end_session(&self.session_id);
-        let buffered: usize = self.utterances.iter().map(|u| u.frames.len()).sum();
+        let buffered = self.utterances.buffered_frames();
         let drop_reason = if reason == EndReason::SlowClient {
             DropReason::Backpressure
         } else {
@@ -308,7 +230,7 @@ impl Driver {
             return None;
         }
         let front = self.utterances.front()?;
-        if !front.frames.is_empty() {
+        if front.has_frames() {
             if front.frames_sent == 0 {
                 // An utterance's first frame leaves at once (on_clock restarts the clock for it).
                 return Some(Instant::now());
@@ -332,7 +254,7 @@ impl Driver {
             // A STOP has been read and is on its way from the reader: send nothing more.
             return Ok(());
         }
-        if front.frames.is_empty() {
+        if !front.has_frames() {
             if self.pacer.cushion_empty(now) && !front.synth_done {
                 front.underruns += 1;
                 front.last_frame_at = None;
@@ -351,14 +273,13 @@ impl Driver {
         if self.pacer.next_due().is_some_and(|due| due > now) {
             return Ok(());
         }
-        let Some(frame) = front.frames.pop_front() else {
-            return Ok(());
-        };
-        front.frames_sent += 1;
-        let first = front.frames_sent == 1;
         let text_read_at = front.text_read_at;
         let utterance_id = front.id;
         let previous_frame_at = front.last_frame_at;
+        let first = front.frames_sent == 0;
+        let Some(frame) = self.utterances.pop_frame() else {
+            return Ok(());
+        };
         self.sequence += 1;
         let message = match self.encoding {
             Encoding::Base64 => Message::Text(audio_json(&frame, self.sequence).into()),
@@ -402,14 +323,14 @@ impl Driver {
             Inbound::Rejected(rejection) => self.reject(rejection).await?,
             Inbound::Message { message, read_at } => match message {
                 ClientMessage::Text { text, is_final } => {
-                    if let Err(rejection) = self.on_text(&text, is_final, read_at) {
-                        self.reject(rejection).await?;
+                    if let Err(error) = self.on_text(&text, is_final, read_at) {
+                        self.reject(error.into()).await?;
                     }
                 }
                 ClientMessage::Control(command) => self.on_control(command, read_at).await?,
                 ClientMessage::Config { voice } => {
-                    if let Err(rejection) = self.on_config(&voice) {
-                        self.reject(rejection).await?;
+                    if let Err(error) = self.on_config(&voice) {
+                        self.reject(error.into()).await?;
                     }
                 }
             },
@@ -417,88 +338,39 @@ impl Driver {
         Ok(None)
     }
 
-    fn pending_chars(&self) -> usize {
-        let chunked: usize = self
-            .utterances
-            .iter()
-            .flat_map(|u| u.chunks.iter())
-            .map(|c| c.text.chars().count())
-            .sum();
-        chunked + self.segmenter.pending_chars()
-    }
-
-    fn on_text(&mut self, text: &str, is_final: bool, read_at: Instant) -> Result<(), Rejection> {
-        let open = self.utterances.back().is_some_and(|u| !u.text_complete);
+    fn on_text(&mut self, text: &str, is_final: bool, read_at: Instant) -> Result<(), SessionError> {
+        let open = self.utterances.is_open();
         if !open && self.state.draining() {
-            return Err(Rejection::new(
-                ErrorCode::Overloaded,
-                "the server is shutting down: utterances already open finish, no new one starts",
-            ));
+            return Err(SessionError::NoNewUtterance);
         }
         if text.trim().is_empty() && (!is_final || !open) {
-            return Err(Rejection::new(ErrorCode::InvalidMessage, "text is empty"));
+            return Err(SessionError::EmptyText);
         }
+        let caps = Caps {
+            max_pending_chars: self.state.config.max_pending_chars,
+            max_queued_utterances: self.state.config.max_queued_utterances,
+        };
         let incoming = text.chars().count();
-        let limit = self.state.config.max_pending_chars;
-        if self.pending_chars() + incoming > limit {
-            return Err(Rejection::new(
-                ErrorCode::TextTooLong,
-                format!(
-                    "the session already has {} characters waiting; the limit is {limit}",
-                    self.pending_chars()
-                ),
-            ));
-        }
-        let queued_limit = self.state.config.max_queued_utterances;
-        if !open && self.utterances.len() >= queued_limit {
-            return Err(Rejection::new(
-                ErrorCode::TextTooLong,
-                format!(
-                    "the session already has {queued_limit} utterances waiting or playing; the limit is {queued_limit}"
-                ),
-            ));
-        }
+        self.utterances
+            .room_for(incoming, self.segmenter.pending_chars(), &caps)?;
         if !open {
-            let id = self.next_utterance_id;
-            self.next_utterance_id += 1;
-            self.utterances.push_back(Utterance::new(
-                id,
-                self.cancel.generation(),
-                self.voice.clone(),
-                &self.span,
-            ));
+            self.utterances
+                .push(self.cancel.generation(), self.voice.clone(), &self.span);
         }
         let chunks = self.segmenter.push(text, is_final);
-        let in_flight = self.in_flight;
-        let Some(utterance) = self.utterances.back_mut() else {
-            return Ok(());
-        };
-        if !chunks.is_empty() && utterance.text_read_at.is_none() {
-            utterance.text_read_at = Some(read_at);
-        }
-        utterance.chunks.extend(chunks);
-        if is_final {
-            utterance.text_complete = true;
-            if utterance.text_read_at.is_none() {
-                utterance.text_read_at = Some(read_at);
-            }
-            settle(utterance, in_flight);
-        }
+        self.utterances.add_text(chunks, is_final, read_at);
         Ok(())
     }
 
-    fn on_config(&mut self, voice: &str) -> Result<(), Rejection> {
-        if self.utterances.back().is_some_and(|u| !u.text_complete) {
-            return Err(Rejection::new(
-                ErrorCode::InvalidMessage,
-                "the voice can change only between utterances (after a final text)",
-            ));
+    fn on_config(&mut self, voice: &str) -> Result<(), SessionError> {
+        if self.utterances.is_open() {
+            return Err(SessionError::VoiceChangeMidUtterance);
         }
         let info = self
             .state
             .catalog
             .get(voice)
-            .map_err(|unknown| Rejection::new(ErrorCode::UnknownVoice, unknown.to_string()))?;
+            .map_err(SessionError::UnknownVoice)?;
         self.voice = Arc::new(info.clone());
         Ok(())
     }
@@ -529,10 +401,7 @@ impl Driver {
         trace_id: Option<String>,
     ) -> Result<(), Disconnected> {
         if self.utterances.is_empty() {
-            let message = format!("{} received while nothing is playing or queued", command.as_str());
-            return self
-                .reject(Rejection::new(ErrorCode::InvalidMessage, message))
-                .await;
+            return self.reject(SessionError::NothingPlaying(command).into()).await;
         }
         match command {
             Command::Pause if self.paused => {
@@ -554,12 +423,7 @@ impl Driver {
             }
             Command::Resume => {
                 if !self.paused {
-                    return self
-                        .reject(Rejection::new(
-                            ErrorCode::InvalidMessage,
-                            "RESUME received while not paused",
-                        ))
-                        .await;
+                    return self.reject(SessionError::NotPaused.into()).await;
                 }
                 self.paused = false;
                 self.state.pool.control(&self.session_id, command);
@@ -574,19 +438,22 @@ impl Driver {
                 let silenced = read_at.elapsed();
                 self.state.metrics.barge_in(command, silenced, trace_id.clone());
                 self.state.metrics.control(command, silenced);
-                self.count_cancelled_chunk();
+                let stopped = self.utterances.stop();
+                if let Some(voice) = &stopped.cancelled {
+                    self.state.metrics.chunk_cancelled(voice);
+                }
                 self.paused = false;
                 self.pacer.restart();
-                let stopped: Vec<Utterance> = self.utterances.drain(..).collect();
-                let dropped: usize = stopped.iter().map(|u| u.frames.len()).sum();
-                self.state.metrics.frames_dropped(DropReason::Stop, dropped);
+                self.state
+                    .metrics
+                    .frames_dropped(DropReason::Stop, stopped.frames);
                 tracing::debug!(
                     session_id = %self.session_id,
                     latency_ms = read_at.elapsed().as_secs_f64() * 1000.0,
-                    utterances = stopped.len(),
+                    utterances = stopped.utterances.len(),
                     "Stopped."
                 );
-                for utterance in stopped {
+                for utterance in stopped.utterances {
                     self.state.metrics.utterance_ended(
                         &utterance.voice,
                         Transport::Ws,
@@ -610,57 +477,33 @@ impl Driver {
             event,
         } = message;
         let now = Instant::now();
-        let in_flight = self.in_flight.filter(|f| f.utterance_id == utterance_id);
-        let metrics = self.state.metrics.clone();
-        let Some(utterance) = self
-            .utterances
-            .iter_mut()
-            .find(|u| u.id == utterance_id && u.generation == generation)
-        else {
-            return Ok(());
-        };
         match event {
             JobEvent::Started { queue_wait } => {
-                if let Some(current) = self.in_flight.as_mut().filter(|f| f.utterance_id == utterance_id) {
-                    current.started = true;
-                }
-                let first = in_flight.is_some_and(|f| f.first);
-                metrics.queue_wait(first, queue_wait);
-                if first {
-                    utterance.first_started_at.get_or_insert(now);
+                if let Some(first) = self.utterances.started(utterance_id, generation, now) {
+                    self.state.metrics.queue_wait(first, queue_wait);
                 }
             }
-            JobEvent::Audio(samples) => {
-                if utterance.first_started_at.is_some() {
-                    utterance.first_pcm_at.get_or_insert(now);
-                }
-                let mut frames = Vec::new();
-                utterance.framer.push(&samples, &mut frames);
-                utterance.frames.extend(frames);
-            }
+            JobEvent::Audio(samples) => self.utterances.audio(utterance_id, generation, &samples, now),
             JobEvent::Finished(stats) => {
-                if let Some(in_flight) = in_flight {
-                    metrics.chunk_synthesized(&utterance.voice, in_flight.characters, &stats);
+                if let Some(Finished {
+                    voice,
+                    characters: Some(characters),
+                }) = self.utterances.finished(utterance_id, generation, now)
+                {
+                    self.state.metrics.chunk_synthesized(&voice, characters, &stats);
                 }
-                utterance.last_finished_at = Some(now);
-                self.in_flight = None;
-                settle(utterance, None);
             }
             JobEvent::Failed(error) => {
-                tracing::warn!(session_id = %self.session_id, utterance_id, error = %error, "Synthesis failed.");
-                metrics.chunk_failed(&utterance.voice);
-                utterance.chunks.clear();
-                utterance.failed = true;
-                self.in_flight = None;
-                settle(utterance, None);
-                let (code, message) = match error {
-                    EngineError::WorkerUnavailable(_) => (ErrorCode::WorkerUnavailable, error.to_string()),
-                    _ => (
-                        ErrorCode::SynthesisFailed,
-                        format!("synthesis failed for voice {}: {error}", utterance.voice.id),
-                    ),
+                let Some(voice) = self.utterances.failed(utterance_id, generation) else {
+                    return Ok(());
                 };
-                self.send_error(code, &message).await?;
+                tracing::warn!(session_id = %self.session_id, utterance_id, error = %error, "Synthesis failed.");
+                self.state.metrics.chunk_failed(&voice);
+                let error = SessionError::Synthesis {
+                    voice: voice.id.clone(),
+                    error,
+                };
+                self.send_error(&error).await?;
             }
         }
         Ok(())
@@ -668,48 +511,33 @@ impl Driver {
 
     /// Counts the chunk at the pool as cancelled by the engine when an engine had started it, and forgets it.
     fn count_cancelled_chunk(&mut self) {
-        if let Some(in_flight) = self.in_flight.take().filter(|f| f.started)
-            && let Some(u) = self.utterances.iter().find(|u| u.id == in_flight.utterance_id)
-        {
-            self.state.metrics.chunk_cancelled(&u.voice);
+        if let Some(voice) = self.utterances.take_cancelled() {
+            self.state.metrics.chunk_cancelled(&voice);
         }
     }
 
     /// Hands the next chunk to the pool when the session has none there and room for more audio.
     async fn submit_next(&mut self) -> Result<(), Disconnected> {
-        if self.in_flight.is_some() {
+        if self.utterances.has_in_flight()
+            || self.utterances.buffered_frames() >= self.state.config.max_buffered_frames
+        {
             return Ok(());
         }
-        let buffered: usize = self.utterances.iter().map(|u| u.frames.len()).sum();
-        if buffered >= self.state.config.max_buffered_frames {
-            return Ok(());
-        }
-        let Some(utterance) = self.utterances.iter_mut().find(|u| !u.chunks.is_empty()) else {
+        let Some(mut next) = self.utterances.next_chunk(Instant::now()) else {
             return Ok(());
         };
-        let Some(chunk) = utterance.chunks.pop_front() else {
-            return Ok(());
-        };
-        let in_flight = InFlight {
-            utterance_id: utterance.id,
-            characters: chunk.text.chars().count(),
-            first: chunk.first,
-            started: false,
-        };
-        if chunk.first {
-            utterance.first_submitted_at.get_or_insert_with(Instant::now);
-        }
+        self.utterances.submitted(&next);
         let tx = self.engine_tx.clone();
-        let (generation, utterance_id) = (utterance.generation, utterance.id);
+        let (generation, utterance_id) = (next.generation, next.utterance_id);
         let job = Job {
-            voice: utterance.voice.clone(),
-            text: chunk.text,
-            first: chunk.first,
+            voice: next.voice.clone(),
+            text: std::mem::take(&mut next.chunk.text),
+            first: next.chunk.first,
             cancel: self.cancel.token_at(generation),
             session_id: self.session_id.clone(),
             utterance_id,
             speed: 1.0,
-            parent: utterance.span.clone(),
+            parent: next.span.clone(),
             events: Box::new(move |event| {
                 let _ = tx.send(EngineMessage {
                     generation,
@@ -719,33 +547,17 @@ impl Driver {
             }),
         };
         match self.state.pool.submit(job) {
-            Ok(()) => {
-                self.in_flight = Some(in_flight);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(error) => {
-                utterance.chunks.clear();
-                utterance.failed = true;
-                settle(utterance, None);
-                let code = match error {
-                    SubmitError::QueueFull(_) | SubmitError::VoicesInUse(_) => ErrorCode::Overloaded,
-                    SubmitError::ShutDown => ErrorCode::InternalError,
-                };
-                self.send_error(code, &error.to_string()).await
+                self.utterances.refused(utterance_id, generation);
+                self.send_error(&SessionError::Submit(error)).await
             }
         }
     }
 
     /// Sends `utterance_end` for every finished utterance at the front.
     async fn finish_utterances(&mut self) -> Result<(), Disconnected> {
-        while self
-            .utterances
-            .front()
-            .is_some_and(|u| u.synth_done && u.frames.is_empty())
-        {
-            let Some(utterance) = self.utterances.pop_front() else {
-                break;
-            };
+        while let Some(utterance) = self.utterances.pop_finished() {
             let reason = if utterance.failed {
                 UtteranceEndReason::Failed
             } else {
@@ -812,15 +624,13 @@ impl Driver {
             self.rejections.pop_front();
         }
         self.rejections.push_back(now);
-        self.send_error(rejection.code, &rejection.message).await
+        self.send_reply(rejection.code, &rejection.message).await
     }
 
+    /// The session ends for its bad messages; the error saying so is sent whatever the reply bound.
     async fn too_many_errors(&mut self) -> Result<EndReason, Disconnected> {
-        self.send_error(
-            ErrorCode::InvalidMessage,
-            "too many invalid or ill-timed messages; closing the session",
-        )
-        .await?;
+        let error = SessionError::TooManyErrors;
+        self.send_error_now(error.code(), &error.to_string()).await?;
         Ok(EndReason::TooManyErrors)
     }
 
@@ -828,7 +638,22 @@ impl Driver {
         self.rejections.len() > self.state.config.max_bad_messages as usize
     }
 
-    async fn send_error(&mut self, code: ErrorCode, message: &str) -> Result<(), Disconnected> {
+    async fn send_error(&mut self, error: &SessionError) -> Result<(), Disconnected> {
+        self.send_reply(error.code(), &error.to_string()).await
+    }
+
+    /// Sends an error reply unless the session is over `max_error_replies_per_second`; then it is only
+    /// counted (`tts_errors_suppressed_total`).
+    async fn send_reply(&mut self, code: ErrorCode, message: &str) -> Result<(), Disconnected> {
+        if !self.replies.allow(Instant::now()) {
+            self.state.metrics.error_suppressed(code);
+            tracing::debug!(session_id = %self.session_id, code = code.as_str(), "Suppressed an error reply: over the session's error replies per second.");
+            return Ok(());
+        }
+        self.send_error_now(code, message).await
+    }
+
+    async fn send_error_now(&mut self, code: ErrorCode, message: &str) -> Result<(), Disconnected> {
         tracing::info!(session_id = %self.session_id, code = code.as_str(), "Sent an error to the client.");
         self.send_json(&ServerMessage::Error { code, message }).await
     }
@@ -886,19 +711,4 @@ fn record_first_audio(metrics: &GatewayMetrics, utterance: &Utterance, sent_at: 
             (Stage::Delivery, sent_at - pcm),
         ],
     );
-}
-
-/// Marks an utterance fully synthesised once its text is complete and nothing is left to synthesise,
-/// flushing the framer's zero-padded last frame.
-fn settle(utterance: &mut Utterance, in_flight: Option<InFlight>) {
-    if utterance.synth_done || !utterance.text_complete || !utterance.chunks.is_empty() {
-        return;
-    }
-    if in_flight.is_some_and(|f| f.utterance_id == utterance.id) {
-        return;
-    }
-    if let Some(last) = utterance.framer.finish() {
-        utterance.frames.push_back(last);
-    }
-    utterance.synth_done = true;
 }

@@ -15,7 +15,7 @@ use tts_core::pool::CancelSource;
 
 use crate::config::GatewayConfig;
 use crate::metrics::{GatewayMetrics, MessageIn};
-use crate::protocol::{ClientMessage, Command, ErrorCode, Rejection, parse_client_message};
+use crate::protocol::{ClientMessage, Command, Rejection, SessionError, parse_client_message};
 
 /// What the reader hands the driver.
 #[derive(Debug)]
@@ -49,10 +49,7 @@ pub(crate) async fn read_loop(
             Ok(Message::Binary(bytes)) if bytes.len() > config.max_message_bytes => {
                 Inbound::Rejected(too_large(bytes.len(), &config))
             }
-            Ok(Message::Binary(_)) => Inbound::Rejected(Rejection::new(
-                ErrorCode::InvalidMessage,
-                "binary messages are not accepted from clients; send JSON text messages",
-            )),
+            Ok(Message::Binary(_)) => Inbound::Rejected(SessionError::BinaryMessage.into()),
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(Message::Close(_)) | Err(_) => break,
         };
@@ -99,14 +96,12 @@ pub(crate) async fn read_loop(
     let _ = tx.send(Inbound::Closed).await;
 }
 
-fn too_large(len: usize, config: &GatewayConfig) -> Rejection {
-    Rejection::new(
-        ErrorCode::MessageTooLarge,
-        format!(
-            "message is {len} bytes; the limit is {} bytes per message",
-            config.max_message_bytes
-        ),
-    )
+fn too_large(bytes: usize, config: &GatewayConfig) -> Rejection {
+    SessionError::MessageTooLarge {
+        bytes,
+        limit: config.max_message_bytes,
+    }
+    .into()
 }
 
 fn check_text(text: &str, read_at: Instant, config: &GatewayConfig) -> Inbound {
@@ -115,14 +110,13 @@ fn check_text(text: &str, read_at: Instant, config: &GatewayConfig) -> Inbound {
     }
     match parse_client_message(text) {
         Ok(ClientMessage::Text { text, .. }) if text.chars().count() > config.max_text_chars => {
-            Inbound::Rejected(Rejection::new(
-                ErrorCode::TextTooLong,
-                format!(
-                    "text has {} characters; the limit is {} per message",
-                    text.chars().count(),
-                    config.max_text_chars
-                ),
-            ))
+            Inbound::Rejected(
+                SessionError::TextTooLong {
+                    chars: text.chars().count(),
+                    limit: config.max_text_chars,
+                }
+                .into(),
+            )
         }
         Ok(message) => Inbound::Message { message, read_at },
         Err(rejection) => Inbound::Rejected(rejection),
