@@ -228,6 +228,9 @@ pub(crate) struct WorkersConfig {
     pub(crate) rpc_timeout_seconds: f64,
     /// Limit for StartSession, which may load the voice on the worker.
     pub(crate) start_timeout_seconds: f64,
+    /// Jobs one session's link may have queued for its worker; more are refused (the utterance fails with
+    /// `OVERLOADED`). PAUSE and RESUME never queue: they collapse to the latest state.
+    pub(crate) link_inbox_capacity: usize,
     /// A file holding the shared worker token, sent as `authorization: Bearer <token>` on every gRPC
     /// call; it must match the workers' `worker.token_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -253,6 +256,7 @@ impl Default for WorkersConfig {
             stall_timeout_seconds: w::DEFAULT_STALL_TIMEOUT.as_secs_f64(),
             rpc_timeout_seconds: w::DEFAULT_RPC_TIMEOUT.as_secs_f64(),
             start_timeout_seconds: w::DEFAULT_START_TIMEOUT.as_secs_f64(),
+            link_inbox_capacity: w::DEFAULT_LINK_INBOX_CAPACITY,
             token_file: None,
             tls_ca_file: None,
             tls_server_name: None,
@@ -280,6 +284,7 @@ impl WorkersConfig {
             start_timeout: seconds(self.start_timeout_seconds),
             rpc_timeout: seconds(self.rpc_timeout_seconds),
             stall_timeout: seconds(self.stall_timeout_seconds),
+            link_inbox_capacity: self.link_inbox_capacity,
             // Read from `token_file` and `tls_ca_file` at start (`serve::remote_backend`), not here.
             token: None,
             tls: None,
@@ -489,6 +494,9 @@ impl Config {
                     "{name} must be a positive number of seconds, at most {MAX_SECONDS} (one year)"
                 ));
             }
+        }
+        if w.link_inbox_capacity == 0 {
+            problems.push("workers.link_inbox_capacity must be greater than 0".to_owned());
         }
         for address in &w.addresses {
             if address.parse::<std::net::SocketAddr>().is_err() && !address.contains(':') {

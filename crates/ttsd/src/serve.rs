@@ -488,6 +488,9 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
             delay_ms: slow_engine.clone(),
         });
     }
+    // Learns what chunks cost from the synthesizer the gateway uses; admission and readiness read it.
+    let headroom = tts_gateway::EngineHeadroom::new(config.gateway.admission_max_utilisation, &mut registry);
+    backend.synthesizer = headroom.meter(backend.synthesizer.clone());
     let default_voice = catalog
         .get(&config.server.default_voice)
         .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
@@ -520,6 +523,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         checks.push(warm_check.clone());
     }
     checks.extend(backend.checks.iter().cloned());
+    checks.push(headroom.check());
     checks.push(Arc::new(GpuCheck(gpus())));
     tts_telemetry::register_readiness(&mut telemetry.registry, checks.clone());
     let summary: Arc<dyn Fn() -> serde_json::Value + Send + Sync> =
@@ -600,7 +604,8 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         shutdown_rx,
         telemetry.metrics.clone(),
         tts_gateway::ApiAuth::new(api_keys, auth_metrics.clone()),
-    )?;
+    )?
+    .with_headroom(headroom);
     let addr = listener.local_addr()?;
     let wyoming_addr = wyoming.as_ref().map(TcpListener::local_addr).transpose()?;
     tracing::info!(listen = %addr, admin = %admin_addr, wyoming = ?wyoming_addr, voice = %gateway.default_voice().id, "Serving.");

@@ -43,6 +43,9 @@ pub enum SessionError {
     ShuttingDown,
     #[error("the server is at its limit of {0} concurrent sessions")]
     AtSessionLimit(usize),
+    /// Admission on measured engine headroom refused the session.
+    #[error("the server's engines have no headroom for another session; try again later or elsewhere")]
+    NoEngineHeadroom,
     /// The pool did not take a chunk.
     #[error(transparent)]
     Submit(#[from] SubmitError),
@@ -70,6 +73,7 @@ impl SessionError {
             SessionError::NoNewUtterance
             | SessionError::ShuttingDown
             | SessionError::AtSessionLimit(_)
+            | SessionError::NoEngineHeadroom
             | SessionError::Submit(SubmitError::QueueFull(_))
             | SessionError::Submit(SubmitError::VoicesInUse(_)) => ErrorCode::Overloaded,
             SessionError::Submit(SubmitError::ShutDown) => ErrorCode::InternalError,
@@ -141,6 +145,7 @@ mod tests {
             (SessionError::NoNewUtterance, ErrorCode::Overloaded),
             (SessionError::ShuttingDown, ErrorCode::Overloaded),
             (SessionError::AtSessionLimit(16), ErrorCode::Overloaded),
+            (SessionError::NoEngineHeadroom, ErrorCode::Overloaded),
             (
                 SessionError::Submit(SubmitError::QueueFull(64)),
                 ErrorCode::Overloaded,
