@@ -14,6 +14,8 @@ mod connections;
 mod controls;
 #[path = "robustness/harness.rs"]
 mod harness;
+#[path = "robustness/liar.rs"]
+mod liar;
 #[path = "robustness/messages.rs"]
 mod messages;
 #[path = "robustness/remote.rs"]
