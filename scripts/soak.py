@@ -37,6 +37,9 @@ SENTENCES = [
 ]
 BAD_MESSAGES = ["{not json", '{"type":"dance"}', b"\x00\x01junk", '{"type":"control","command":"stop"}']
 SAMPLE_SECONDS = 10
+# Allocator and ONNX Runtime arenas grow for the first ~25 minutes under this load (docs/performance.md,
+# "Soak"), so a shorter run judges only fds and threads; it still checks liveness, failures and errors.
+RSS_JUDGED_FROM_S = 1800
 # Metric families summed over their labels into one CSV column each.
 COUNTERS = {
     "sessions_active": "tts_sessions_active",
@@ -229,6 +232,9 @@ def halves(rows, warmup_s):
 
 
 def report(args, rows, stats, server_alive):
+    if len(rows) < 2:
+        print(f"soak: FAIL, only {len(rows)} sample(s) taken; server alive: {server_alive}")
+        return False
     lines = []
     warmup = min(60, args.seconds // 10)
     table, kept = halves(rows, warmup)
@@ -241,8 +247,11 @@ def report(args, rows, stats, server_alive):
         verdict = ""
         if column in ("rss_mb", "fds", "threads", "tasks"):
             ok = ratio <= 1.05
-            flat &= ok
             verdict = "flat" if ok else "GROWING"
+            if column == "rss_mb" and args.seconds < RSS_JUDGED_FROM_S:
+                verdict += f" (not judged: RSS warms up for many minutes; judged from {RSS_JUDGED_FROM_S} s)"
+            else:
+                flat &= ok
         lines.append(f"{column:<17} {a:>15.1f} {b:>17.1f}  {ratio:6.3f}  {lo:7.1f}  {hi:7.1f}  {verdict}")
     if "tasks" not in table:
         lines.append("tasks             not exposed by /metrics (no tokio task gauge); threads and fds stand in")
@@ -254,8 +263,8 @@ def report(args, rows, stats, server_alive):
                  f"errors received {dict(stats.errors)}")
     lines.append(f"unexpected: {dict(stats.unexpected) or 'none'}")
     ok = server_alive and flat and not stats.unexpected and stats.utterances.get("failed", 0) == 0
-    lines.append(f"server alive at the end: {'yes' if server_alive else 'NO'}; resources flat (second half within "
-                 f"5 % of the first): {'yes' if flat else 'NO'}; verdict: {'PASS' if ok else 'FAIL'}")
+    lines.append(f"server alive at the end: {'yes' if server_alive else 'NO'}; resources judged flat (second half "
+                 f"within 5 % of the first): {'yes' if flat else 'NO'}; verdict: {'PASS' if ok else 'FAIL'}")
     text = "\n".join(lines)
     print(text)
     if args.summary:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Soak: a release `ttsd serve` (default config, Piper and espeak-ng voices) under 16 mixed sessions for a
 # stated time, sampled every 10 s (RSS, open fds, threads, sessions, errors, underruns), then first-half vs
-# second-half means. Fails when the server dies, a resource grows by more than 5 % between the halves, an
-# utterance fails or a client sees anything unexpected.
+# second-half means. Fails when the server dies, fds or threads (and RSS, in runs of 30 minutes or more)
+# grow by more than 5 % between the halves, an utterance fails or a client sees anything unexpected.
 # Usage: scripts/soak.sh [seconds] [out-dir]    (default 3600 s and bench-results; 120 s is a quick check)
 #   SOAK_SESSIONS=16 SOAK_SEED=1 TTSD_BIN=target/release/ttsd (built here when missing)
 # Output: OUT/soak-<seconds>s.csv (one row per sample), OUT/soak-<seconds>s.txt (summary),
