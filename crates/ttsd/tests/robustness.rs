@@ -86,3 +86,25 @@ async fn close_code(socket: &mut RawSocket) -> Option<u16> {
         }
     }
 }
+
+/// Waits (up to `WAIT`) until a new session with `voice` speaks: remote workers found, up and routable.
+async fn until_speaking(server: &ServerProcess, voice: &str) {
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let url = server.url(&format!("/v1/stream?voice={voice}"));
+        let mut client = StreamClient::connect(&url).await.unwrap();
+        let _ = client.next(WAIT).await.unwrap();
+        client.send_text("Ready.", true).await.unwrap();
+        let utterance = read_utterance(&mut client).await;
+        client.close().await;
+        if matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no session speaks: {:?}",
+            utterance.others
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

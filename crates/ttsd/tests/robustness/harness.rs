@@ -46,11 +46,15 @@ pub(crate) struct Stand {
 }
 
 /// One test's turn at the machine: held from its first process start to its last process stop.
-pub(crate) struct Turn(#[allow(dead_code)] MutexGuard<'static, ()>);
+pub(crate) struct Turn {
+    _guard: MutexGuard<'static, ()>,
+}
 
 /// Waits until no other test of this binary runs its servers or attacks.
 pub(crate) async fn turn() -> Turn {
-    Turn(ATTACKS.lock().await)
+    Turn {
+        _guard: ATTACKS.lock().await,
+    }
 }
 
 impl Stand {

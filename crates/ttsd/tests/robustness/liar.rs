@@ -154,7 +154,9 @@ impl Worker for Liar {
             engines: vec!["espeak".into()],
             voices: vec![LIED_VOICE.into()],
             resident_voices: vec![LIED_VOICE.into()],
+            // Nearly full: a session for a voice the liar does not claim goes to the honest worker.
             max_concurrent_sessions: 1_000,
+            active_sessions: 999,
             engine_threads: 64,
             sample_rate: 0,
             ready: true,
@@ -213,7 +215,7 @@ async fn a_worker_that_reports_impossible_values_fails_only_its_chunks() {
     let config = temp_path("robustness-liar.toml");
     std::fs::write(
         &config,
-        "[workers]\nhealth_interval_seconds = 0.2\nstall_timeout_seconds = 1.0\n",
+        "[workers]\nhealth_interval_seconds = 0.2\nstall_timeout_seconds = 3.0\n",
     )
     .unwrap();
     let config = config.to_str().unwrap().to_owned();
@@ -234,6 +236,7 @@ async fn a_worker_that_reports_impossible_values_fails_only_its_chunks() {
         assert!(Instant::now() < until, "both workers up with their capabilities");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    crate::until_speaking(&stand.server, ESPEAK).await;
     let before = stand.scrape();
     stand
         .attack("a worker that lies", async {
@@ -264,7 +267,8 @@ async fn a_worker_that_reports_impossible_values_fails_only_its_chunks() {
     );
     assert_eq!(
         delta("tts_worker_failovers_total", &[("reason", "deadline")]),
-        1.0
+        1.0,
+        "the stalled chunk, and nothing else, moved"
     );
     let warned = stand.log_lines(&["A worker sent an invalid value; the chunk fails."]);
     assert_eq!(warned.len(), 4, "one WARN per lie: {warned:?}");

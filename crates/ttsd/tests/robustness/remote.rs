@@ -19,7 +19,7 @@ fn fast_config() -> String {
     let path = temp_path("robustness-remote.toml");
     std::fs::write(
         &path,
-        "[worker]\nheartbeat_interval_seconds = 0.2\nregistration_ttl_seconds = 1.0\n\n\
+        "[worker]\nheartbeat_interval_seconds = 0.2\n\n\
          [workers]\nhealth_interval_seconds = 0.2\ndiscovery_interval_seconds = 0.2\n",
     )
     .unwrap();
@@ -113,9 +113,14 @@ async fn redis_records_that_lie_and_workers_that_answer_garbage_are_never_routed
     until_scrape(
         &stand,
         "the honest worker is up and its capabilities known",
-        |s| up(s, "honest") == Some(1.0) && s.sum("tts_worker_sessions_max", &[("worker", "honest")]) > 0.0,
+        |s| {
+            up(s, "honest") == Some(1.0)
+                && s.sum("tts_worker_sessions_max", &[("worker", "honest")]) > 0.0
+                && s.get("tts_registry_workers_discovered", &[]) == Some(1.0)
+        },
     )
     .await;
+    crate::until_speaking(&stand.server, ESPEAK).await;
     stand
         .attack("lying registrations and garbage workers", async {
             let liar = garbage_worker().await;
