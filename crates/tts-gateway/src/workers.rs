@@ -294,7 +294,7 @@ impl Synthesizer for RemoteWorkers {
                     tracing::warn!(session_id = %session_id, "A session's worker link has a full inbox; the chunk is refused.");
                     return Err(SubmitError::QueueFull(self.shared.config.link_inbox_capacity));
                 }
-                Err(Refused::Closed(returned)) => job = returned,
+                Err(Refused::Closed(returned)) => job = *returned,
             }
         }
         let inbox = Inbox::new(self.shared.config.link_inbox_capacity);

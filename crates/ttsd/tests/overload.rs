@@ -54,8 +54,8 @@ async fn synthesis_settled(server: &ServerProcess) -> f64 {
         let idle =
             metrics.sum("tts_pool_busy_threads", &[]) == 0.0 && metrics.sum("tts_queue_depth", &[]) == 0.0;
         let cost = metrics.get("tts_gateway_admission_session_cost_ratio", &[]);
-        if idle && cost.is_some() && cost == last {
-            return cost.unwrap();
+        if let Some(settled) = cost.filter(|_| idle && cost == last) {
+            return settled;
         }
         last = cost;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -73,7 +73,7 @@ async fn measure_cost() -> f64 {
 }
 
 enum Admitted {
-    Yes(StreamClient),
+    Yes(Box<StreamClient>),
     Refused(String),
 }
 
@@ -85,7 +85,7 @@ async fn try_session(server: &ServerProcess) -> Admitted {
 async fn try_url(url: String) -> Admitted {
     let mut client = StreamClient::connect(&url).await.unwrap();
     match client.next(WAIT).await.unwrap().event {
-        Event::SessionStart { .. } => Admitted::Yes(client),
+        Event::SessionStart { .. } => Admitted::Yes(Box::new(client)),
         Event::Error { code, message } => {
             assert_eq!(code, "OVERLOADED", "{message}");
             let end = client.next(WAIT).await.unwrap().event;
@@ -106,7 +106,7 @@ struct Played {
 }
 
 /// Reads everything until the utterance ends, so the client is never the slow one.
-fn play(mut client: StreamClient) -> tokio::task::JoinHandle<Played> {
+fn play(mut client: Box<StreamClient>) -> tokio::task::JoinHandle<Played> {
     tokio::spawn(async move {
         let mut sequences = Vec::new();
         loop {

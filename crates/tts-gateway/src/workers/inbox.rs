@@ -35,8 +35,8 @@ enum Queued {
 pub(crate) enum Refused {
     /// `capacity` jobs are queued; the job is dropped.
     Full,
-    /// The link has ended; start another.
-    Closed(Job),
+    /// The link has ended; start another with the job handed back.
+    Closed(Box<Job>),
 }
 
 /// What a control did to the inbox.
@@ -83,7 +83,7 @@ impl Inbox {
     pub(crate) fn push_job(&self, job: Job) -> Result<usize, Refused> {
         let mut state = self.state();
         if state.closed {
-            return Err(Refused::Closed(job));
+            return Err(Refused::Closed(Box::new(job)));
         }
         let discarded = state.prune();
         let queued = state.queue.iter().filter(|q| matches!(q, Queued::Job(_))).count();
