@@ -262,3 +262,6 @@ fn reload_one(cert: &ReloadingCert, metrics: &TlsMetrics) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
