@@ -5,6 +5,8 @@
 #   2. ttsd serve (release) + `ttsd bench` at 1, 4 and 16 sessions, then 16 again (RSS after each run).
 #   3. Each lever on its own at 1 session: early first chunk off, spare cores off, and (when
 #      BASELINE_BIN names a ttsd built before the streaming decoder) neither lever nor streaming decoder.
+#   4. Each memory lever on its own (MEMORY_LEVERS=0 skips it): RSS after warm-up and after two 16-session
+#      runs with ORT's CPU arena on, with prepacked weights not shared, and without the quiet sessions.
 # Usage: scripts/bench-vs-piper.sh [seconds-per-level] [library-reps]
 # Output: bench-results/vs-piper.txt (this log), vs-piper-*.json.
 set -euo pipefail
@@ -68,6 +70,24 @@ if [ -n "${BASELINE_BIN:-}" ] && [ -x "$BASELINE_BIN" ]; then
   stop_all
 fi
 
+# memory NAME [ENV...]: RSS after warm-up and after two 16-session runs, with one setting changed.
+memory() {
+  local name="$1"; shift
+  serve "mem-$name" "$BIN" "$@"
+  local warm; warm=$(rss_mb)
+  bench --sessions 16 --json "$OUT/vs-piper-mem-$name-1.json" >/dev/null
+  local one; one=$(rss_mb)
+  bench --sessions 16 --json "$OUT/vs-piper-mem-$name-2.json" >/dev/null
+  echo "memory, $name ($*): RSS $warm MB after warm-up, $one MB after one 16-session run, $(rss_mb) MB after two"
+  stop_all
+}
+if [ "${MEMORY_LEVERS:-1}" != 0 ]; then
+  echo "== 4. one memory lever at a time, RSS around two 16-session runs"
+  memory cpu-arena-on TTSD_ENGINE__ONNX_CPU_ARENA=true
+  memory prepacked-not-shared TTSD_ENGINE__ONNX_SHARE_PREPACKED_WEIGHTS=false
+  memory no-quiet-sessions TTSD_ENGINE__ONNX_QUIET_INTRA_THREADS=1
+fi
+
 echo "== ratios (same window)"
 "$VENV/bin/python" - "$OUT" "$(nproc)" "$TMP/rss1" "$TMP/rss2" <<'PY'
 import json, os, re, sys
@@ -85,6 +105,9 @@ capacity = cores / lib["1"]["rtf"]
 print(f"capacity: {cores} cores / Python ORT 1-thread RTF {lib['1']['rtf']:.4f} = {capacity:.0f} sessions; "
       f"target 0.9 x that = {0.9 * capacity:.0f} sessions with zero underruns")
 for n, level in sorted(levels.items()):
+    if level["utterances"] == 0:
+        print(f"  {n} sessions: no utterance finished within the level (the machine is too slow for it)")
+        continue
     print(f"  {n} sessions: first audio p50/p95 {level['first_audio_ms']['p50']:.1f} / {p95(level):.1f} ms, "
           f"underruns {level['underruns']}, late frames {level['late_frames']} / {level['frames']}")
 print(f"RSS after two 16-session runs: {rss[1]:.0f} MB (target <= 300), second run added "

@@ -1,8 +1,9 @@
-//! A fixed pool of engine threads behind a bounded, earliest-deadline-first scheduler.
+//! A fixed pool of engine threads behind a bounded, first-audio-first, then earliest-deadline-first
+//! scheduler.
 //!
-//! - A job's deadline is when its session runs out of audio ([`schedule`]): a session that is already
-//!   playing has slack, a new utterance or a session that ran dry has none (that is where first-audio
-//!   latency is won). The earliest deadline runs first, jobs due at once in arrival order. Fairness
+//! - [`schedule`]: first chunks of sessions with nothing left to play go first, in arrival order, because
+//!   that is where first-audio latency is won; every other chunk follows by its deadline, when its
+//!   session runs out of audio, so a session about to run dry goes before one with seconds buffered. Fairness
 //!   across sessions comes from the caller keeping at most one chunk per session queued or in flight
 //!   (the gateway's session does).
 //! - Every job carries a [`CancelToken`]; a cancelled job is dropped by the scheduler before an engine
@@ -140,7 +141,8 @@ impl JobStats {
 pub struct Job {
     pub voice: Arc<VoiceInfo>,
     pub text: String,
-    /// The first chunk of its utterance: the only chunks that may use spare cores.
+    /// The first chunk of its utterance: goes first when its session has nothing left to play, and only
+    /// first chunks may use spare cores.
     pub first: bool,
     pub cancel: CancelToken,
     /// Carried into the engine thread's log span, so its lines name the session.

@@ -1,13 +1,18 @@
-//! The queue: earliest deadline first, where a chunk's deadline is when its session runs out of audio.
+//! The queue: first audio first, then earliest deadline first, where a chunk's deadline is when its
+//! session runs out of audio.
 //!
 //! A session that is already playing has slack: the audio synthesised for it so far lasts until some
-//! moment, and its next chunk is needed only then. A session with nothing left to play (a new utterance,
-//! or one that already ran dry) needs its chunk now. So each job's deadline is the later of its submit
-//! time and its session's playback end, estimated from the audio the pool has produced for the session
-//! (played in real time from its first piece); a STOP (a new cancel generation) clears the estimate.
-//! Jobs due at once run in arrival order. With one job per session queued at a time, this is round-robin
-//! among sessions that are short of audio, and a burst of new utterances never starves sessions that are
-//! about to underrun, while a session with seconds of audio buffered never delays a new one's first audio.
+//! moment, and its next chunk is needed only then. A session with nothing left to play needs its chunk
+//! now. Each job's deadline is the later of its submit time and its session's playback end, estimated
+//! from the audio the pool has produced for the session (played in real time from its first piece); a
+//! STOP (a new cancel generation) clears the estimate.
+//!
+//! Two lanes. The first lane holds first chunks of sessions with nothing left to play (a listener waiting
+//! for first audio), in arrival order. The second holds every other chunk, earliest deadline first: a
+//! session about to run dry goes before one with seconds buffered, and the first chunk of an utterance
+//! queued behind one that is still playing waits its turn there. Pure earliest-deadline-first across both
+//! lanes was measured worse under overload: a playing session was served only once it had run dry, so
+//! every chunk boundary underran (docs/performance.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,10 +30,10 @@ struct Playback {
     generation: u64,
 }
 
-/// Orders jobs by (deadline, arrival).
+/// Orders jobs by (lane, deadline, arrival).
 #[derive(Default)]
 pub(super) struct Queue {
-    jobs: BTreeMap<(Instant, u64), Queued>,
+    jobs: BTreeMap<(bool, Instant, u64), Queued>,
     next_seq: u64,
     playback: HashMap<Arc<str>, Playback>,
     /// When `playback` was last pruned (None: never).
@@ -51,7 +56,9 @@ impl Queue {
     }
 
     pub(super) fn push(&mut self, queued: Queued) {
-        let key = (self.deadline(&queued), self.next_seq);
+        let deadline = self.deadline(&queued);
+        let waiting_for_first_audio = queued.job.first && deadline == queued.enqueued;
+        let key = (!waiting_for_first_audio, deadline, self.next_seq);
         self.next_seq += 1;
         self.jobs.insert(key, queued);
     }

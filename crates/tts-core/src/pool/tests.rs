@@ -169,9 +169,32 @@ fn the_session_that_runs_out_of_audio_first_is_served_first() {
         .collect();
     assert_eq!(
         started,
-        vec!["dry", "stopped", "new", "playing"],
-        "sessions with nothing to play in arrival order, then the one with a minute buffered"
+        vec!["stopped", "new", "dry", "playing"],
+        "first chunks waiting for first audio in arrival order, then the session that ran dry, then the \
+         one with a minute buffered"
     );
+}
+
+#[test]
+fn first_chunks_jump_the_queue_and_the_rest_keep_arrival_order() {
+    let pool = pool(1, 16);
+    let release = block_thread(&pool);
+    let (log_tx, log_rx) = mpsc::channel();
+    let cancel = CancelSource::new();
+    pool.submit(job("later-a", false, &cancel, log_tx.clone()))
+        .unwrap();
+    pool.submit(job("later-b", false, &cancel, log_tx.clone()))
+        .unwrap();
+    pool.submit(job("first-c", true, &cancel, log_tx.clone()))
+        .unwrap();
+    drop(log_tx);
+    drop(release);
+    let started: Vec<_> = log_rx
+        .iter()
+        .filter(|(_, kind)| kind == "started")
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(started, vec!["first-c", "later-a", "later-b"]);
 }
 
 #[test]
