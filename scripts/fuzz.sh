@@ -8,8 +8,8 @@
 # committed seeds in fuzz/corpus/<target>/ plus a working corpus in fuzz/corpus-work/<target>/ (kept between
 # runs, git-ignored). Prints executions, coverage and crashes per target; exits non-zero when any target
 # crashed (the input is in fuzz/artifacts/<target>/). JOBS=2 runs two targets at a time. BUILD_ONLY=1 stops
-# after the build. Needs a C++ compiler (libFuzzer is built from the crate's bundled source) and, for the
-# targets that link tts-core, libespeak-ng-dev; scripts/install-deps.sh run installs both.
+# after the build. Installs what it needs and lacks (Debian): g++ (libFuzzer is built from the crate's
+# bundled C++ source) and libespeak-ng-dev (tts-core links it); the crates come from crates.io.
 set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
@@ -20,9 +20,15 @@ if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 JOBS="${JOBS:-1}"
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 
-if ! command -v c++ >/dev/null; then
-    echo "fuzz.sh: a C++ compiler is needed to build libFuzzer (apt-get install g++)." >&2
-    exit 2
+missing=()
+command -v c++ >/dev/null || missing+=(g++)
+[ -e /usr/include/espeak-ng/speak_lib.h ] || missing+=(libespeak-ng-dev espeak-ng-data)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "fuzz.sh: installing ${missing[*]}"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 # The flags cargo-fuzz uses (inline 8-bit counters, PC table, comparison tracing for libFuzzer's value

@@ -150,7 +150,8 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, Rejection> {
             Some("RESUME") => Ok(ClientMessage::Control(Command::Resume)),
             Some("STOP") => Ok(ClientMessage::Control(Command::Stop)),
             Some(other) => Err(Rejection::invalid(format!(
-                "unknown control command {other:?}; expected PAUSE, RESUME or STOP"
+                "unknown control command {}; expected PAUSE, RESUME or STOP",
+                quote(other)
             ))),
             None => Err(Rejection::invalid("control message needs a string \"command\"")),
         },
@@ -159,8 +160,21 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, Rejection> {
             _ => Err(Rejection::invalid("config message needs a string \"voice\"")),
         },
         other => Err(Rejection::invalid(format!(
-            "unknown message type {other:?}; expected \"text\", \"control\" or \"config\""
+            "unknown message type {}; expected \"text\", \"control\" or \"config\"",
+            quote(other)
         ))),
+    }
+}
+
+/// Chars of a client's value quoted back in a rejection at most; longer values are cut, so a rejection
+/// never grows with the message (escaped, a control char takes five bytes for one).
+const QUOTED_CHARS: usize = 40;
+
+/// `value` quoted and escaped for a rejection, cut after [`QUOTED_CHARS`] chars with `…` outside the quotes.
+fn quote(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
     }
 }
 
@@ -283,11 +297,38 @@ mod tests {
             ),
             (r#"{"type":"text","text":5}"#, "\"text\" must be a string"),
             (r#"{"type":"text","text":"a","is_final":"yes"}"#, "is_final"),
+            (r#"{"type":"stop"}"#, "unknown message type \"stop\";"),
         ] {
             let err = parse_client_message(input).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidMessage);
             assert!(err.message.contains(needle), "{input}: {}", err.message);
         }
+    }
+
+    /// The `client_message` fuzz target's bound on rejections: an unknown type or command used to be
+    /// quoted back whole and escaped, so a message of control chars got a rejection five times its size.
+    #[test]
+    fn rejections_quote_at_most_a_few_chars_of_the_input() {
+        let long = "\u{1}".repeat(10_000);
+        for input in [
+            serde_json::json!({"type": long}).to_string(),
+            serde_json::json!({"type": "control", "command": long}).to_string(),
+        ] {
+            let err = parse_client_message(&input).unwrap_err();
+            assert!(
+                err.message.len() < 300,
+                "{} bytes: {}",
+                err.message.len(),
+                err.message
+            );
+            assert!(err.message.contains("\\u{1}\\u{1}\"…"), "{}", err.message);
+        }
+        let err = parse_client_message(r#"{"type":"control","command":"ÉTÉ"}"#).unwrap_err();
+        assert!(
+            err.message.contains("\"ÉTÉ\";"),
+            "short values are quoted whole: {}",
+            err.message
+        );
     }
 
     #[test]
