@@ -255,11 +255,7 @@ impl Driver {
         }
         if !front.has_frames() {
             if self.pacer.cushion_empty(now) && !front.synth_done {
-                front.underruns += 1;
-                front.last_frame_at = None;
-                self.state.metrics.underrun(&front.voice);
-                self.pacer.restart();
-                tracing::warn!(session_id = %self.session_id, utterance_id = front.id, "Audio underrun: synthesis fell behind the 20 ms clock.");
+                self.underrun();
             }
             return Ok(());
         }
@@ -272,8 +268,6 @@ impl Driver {
         if self.pacer.next_due().is_some_and(|due| due > now) {
             return Ok(());
         }
-        let text_read_at = front.text_read_at;
-        let utterance_id = front.id;
         let previous_frame_at = front.last_frame_at;
         let first = front.frames_sent == 0;
         let Some(frame) = self.utterances.pop_frame() else {
@@ -300,19 +294,29 @@ impl Driver {
             front.last_frame_at = Some(sent_at);
             if first {
                 record_first_audio(&self.state.metrics, front, sent_at);
-            }
-        }
-        if first && let Some(read_at) = text_read_at {
-            {
-                tracing::debug!(
-                    session_id = %self.session_id,
-                    utterance_id,
-                    first_audio_ms = sent_at.duration_since(read_at).as_secs_f64() * 1000.0,
-                    "First frame sent."
-                );
+                if let Some(read_at) = front.text_read_at {
+                    tracing::debug!(
+                        session_id = %self.session_id,
+                        utterance_id = front.id,
+                        first_audio_ms = sent_at.duration_since(read_at).as_secs_f64() * 1000.0,
+                        "First frame sent."
+                    );
+                }
             }
         }
         Ok(())
+    }
+
+    /// The playing utterance ran out of audio mid-way: synthesis fell behind the clock.
+    fn underrun(&mut self) {
+        let Some(front) = self.utterances.front_mut() else {
+            return;
+        };
+        front.underruns += 1;
+        front.last_frame_at = None;
+        self.state.metrics.underrun(&front.voice);
+        self.pacer.restart();
+        tracing::warn!(session_id = %self.session_id, utterance_id = front.id, "Audio underrun: synthesis fell behind the 20 ms clock.");
     }
 
     async fn on_engine(&mut self, message: EngineMessage) -> Result<(), Disconnected> {

@@ -130,42 +130,51 @@ impl Driver {
                 self.pacer.restart();
                 self.state.metrics.control(command, read_at.elapsed());
             }
-            Command::Stop => {
-                self.cancel.cancel_all();
-                self.state.pool.control(&self.session_id, command);
-                self.segmenter.clear();
-                // From here on no frame of these utterances can leave: that is where barge-in ends.
-                let silenced = read_at.elapsed();
-                self.state.metrics.barge_in(command, silenced, trace_id.clone());
-                self.state.metrics.control(command, silenced);
-                let stopped = self.utterances.stop();
-                if let Some(voice) = &stopped.cancelled {
-                    self.state.metrics.chunk_cancelled(voice);
-                }
-                self.paused = false;
-                self.pacer.restart();
-                self.state
-                    .metrics
-                    .frames_dropped(DropReason::Stop, stopped.frames);
-                tracing::debug!(
-                    session_id = %self.session_id,
-                    latency_ms = read_at.elapsed().as_secs_f64() * 1000.0,
-                    utterances = stopped.utterances.len(),
-                    "Stopped."
-                );
-                for utterance in stopped.utterances {
-                    self.state.metrics.utterance_ended(
-                        &utterance.voice,
-                        Transport::Ws,
-                        UtteranceEndReason::Stopped,
-                        None,
-                        None,
-                        Some(utterance.underruns),
-                    );
-                    self.send_utterance_end(&utterance, UtteranceEndReason::Stopped)
-                        .await?;
-                }
-            }
+            Command::Stop => self.stop(command, read_at, trace_id).await?,
+        }
+        Ok(())
+    }
+
+    /// STOP: every utterance of the session ends `stopped`, and whatever was synthesised for them is dropped.
+    async fn stop(
+        &mut self,
+        command: Command,
+        read_at: Instant,
+        trace_id: Option<String>,
+    ) -> Result<(), Disconnected> {
+        self.cancel.cancel_all();
+        self.state.pool.control(&self.session_id, command);
+        self.segmenter.clear();
+        // From here on no frame of these utterances can leave: that is where barge-in ends.
+        let silenced = read_at.elapsed();
+        self.state.metrics.barge_in(command, silenced, trace_id);
+        self.state.metrics.control(command, silenced);
+        let stopped = self.utterances.stop();
+        if let Some(voice) = &stopped.cancelled {
+            self.state.metrics.chunk_cancelled(voice);
+        }
+        self.paused = false;
+        self.pacer.restart();
+        self.state
+            .metrics
+            .frames_dropped(DropReason::Stop, stopped.frames);
+        tracing::debug!(
+            session_id = %self.session_id,
+            latency_ms = read_at.elapsed().as_secs_f64() * 1000.0,
+            utterances = stopped.utterances.len(),
+            "Stopped."
+        );
+        for utterance in stopped.utterances {
+            self.state.metrics.utterance_ended(
+                &utterance.voice,
+                Transport::Ws,
+                UtteranceEndReason::Stopped,
+                None,
+                None,
+                Some(utterance.underruns),
+            );
+            self.send_utterance_end(&utterance, UtteranceEndReason::Stopped)
+                .await?;
         }
         Ok(())
     }
