@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 ADMIN_LISTEN ?= 127.0.0.1:8081
 
-.PHONY: run test deps test-deps assets build release lint bench clean deploy-check browser-test screenshots
+.PHONY: run test deps test-deps assets build release lint bench clean deploy-check browser-test screenshots deny fuzz
 
 ## Install what is missing, fetch the Piper voice and ONNX Runtime, build release, serve on 127.0.0.1:8080.
 run: deps assets release
@@ -30,6 +30,15 @@ browser-test: test-deps
 ## One PNG per dashboard tab in docs/img/, taken by the browser test against the release build.
 screenshots: test-deps assets release
 	node tests/browser/dashboard.mjs --binary target/release/ttsd --screenshots docs/img
+
+## Dependency policy (deny.toml): licences, duplicate versions, sources; installs cargo-deny once.
+deny:
+	./scripts/deny.sh
+
+## Every fuzz target for FUZZ_SECONDS each (default 600), two at a time (docs/robustness.md).
+FUZZ_SECONDS ?= 600
+fuzz:
+	JOBS=2 ./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 deps:
 	./scripts/install-deps.sh run

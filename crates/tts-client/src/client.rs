@@ -81,6 +81,18 @@ impl StreamClient {
         Ok(Self { socket })
     }
 
+    /// Connects to a `wss://` URL, trusting what `tls` trusts (e.g. a private CA's certificate).
+    pub async fn connect_tls(
+        url: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let connector = tokio_tungstenite::Connector::Rustls(tls);
+        let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        Ok(Self { socket })
+    }
+
     /// Sends a text message.
     pub async fn send_text(&mut self, text: &str, is_final: bool) -> Result<Instant, ClientError> {
         self.send_json(json!({"type": "text", "text": text, "is_final": is_final}))

@@ -88,6 +88,24 @@ pub struct EngineSettings {
     pub onnx_quiet_intra_threads: usize,
     /// Overrides the Piper voices' `noise_scale` and `noise_w`; 0 makes their output repeatable.
     pub piper_noise: Option<PiperNoise>,
+    /// ONNX Runtime's CPU memory arena and memory-pattern planning for Piper sessions. On, each session
+    /// keeps what its largest chunk needed for good; off, tensors go back to the allocator after each run.
+    pub onnx_cpu_arena: bool,
+    /// Every session of a Piper voice shares one container of prepacked weights.
+    pub onnx_share_prepacked: bool,
+}
+
+impl Default for EngineSettings {
+    /// One intra-op thread, no quiet sessions, each voice's own noise, no arena, shared prepacked weights.
+    fn default() -> Self {
+        Self {
+            onnx_intra_threads: 1,
+            onnx_quiet_intra_threads: 1,
+            piper_noise: None,
+            onnx_cpu_arena: false,
+            onnx_share_prepacked: true,
+        }
+    }
 }
 
 /// Piper's sampling noise (the voice's `.onnx.json` has its defaults).

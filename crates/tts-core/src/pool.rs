@@ -1,9 +1,10 @@
-//! A fixed pool of engine threads behind a bounded, first-audio-first scheduler.
+//! A fixed pool of engine threads behind a bounded, earliest-deadline-first scheduler.
 //!
-//! - Two lanes: the first chunk of an utterance goes in the priority lane and is taken before any later
-//!   chunk, because that is where first-audio latency is won. Within a lane, jobs run in arrival order.
-//!   Fairness across sessions comes from the caller keeping at most one chunk per session queued or in
-//!   flight (the gateway's session does), so a FIFO lane serves sessions round-robin.
+//! - A job's deadline is when its session runs out of audio ([`schedule`]): a session that is already
+//!   playing has slack, a new utterance or a session that ran dry has none (that is where first-audio
+//!   latency is won). The earliest deadline runs first, jobs due at once in arrival order. Fairness
+//!   across sessions comes from the caller keeping at most one chunk per session queued or in flight
+//!   (the gateway's session does).
 //! - Every job carries a [`CancelToken`]; a cancelled job is dropped by the scheduler before an engine
 //!   sees it, and a running one stops at the engine's next PCM piece.
 //! - Engine output is resampled to 48 kHz on the engine thread and handed to the job's event callback
@@ -11,9 +12,16 @@
 //! - Loaded engines are kept in a cache of idle instances per voice: at most one instance per thread per
 //!   voice is ever loaded, since a thread uses one at a time.
 //!
-//! The pool does not frame, pace or know about sessions beyond the opaque ids it logs.
+//! - Which voices keep loaded engines is bounded by [`ResidencyLimits`] ([`residency`]): a cap on resident
+//!   voices and an idle TTL, a voice in use never unloaded.
+//!
+//! The pool does not frame, pace or know about sessions beyond the opaque ids it logs and the voice each
+//! one holds until [`Pool::end_session`].
 
-use std::collections::{HashMap, VecDeque};
+mod residency;
+mod schedule;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -22,6 +30,9 @@ use std::time::{Duration, Instant};
 use crate::audio::StreamResampler;
 use crate::engine::{self, Engine, EngineError, EngineSettings, Flow};
 use crate::voices::VoiceInfo;
+
+use residency::Residency;
+pub use residency::{ResidencyLimits, ResidencyStats};
 
 /// Default number of jobs the scheduler holds before refusing new ones.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
@@ -36,6 +47,8 @@ pub struct PoolConfig {
     /// Jobs queued (not yet running) before [`Pool::submit`] refuses with [`SubmitError::QueueFull`].
     pub queue_capacity: usize,
     pub engine: EngineSettings,
+    /// Which voices keep loaded engines.
+    pub residency: ResidencyLimits,
 }
 
 /// Bumped by STOP; every token taken before the bump reads as cancelled afterwards.
@@ -127,7 +140,7 @@ impl JobStats {
 pub struct Job {
     pub voice: Arc<VoiceInfo>,
     pub text: String,
-    /// The first chunk of its utterance: goes in the priority lane.
+    /// The first chunk of its utterance: the only chunks that may use spare cores.
     pub first: bool,
     pub cancel: CancelToken,
     /// Carried into the engine thread's log span, so its lines name the session.
@@ -174,6 +187,9 @@ pub enum SubmitError {
     QueueFull(usize),
     #[error("the engine pool is shutting down")]
     ShutDown,
+    /// The voice is not resident and every one of the (at most this many) resident voices is in use.
+    #[error("all {0} resident voices are in use; another voice cannot be loaded now")]
+    VoicesInUse(usize),
 }
 
 /// A snapshot of the pool's load.
@@ -196,27 +212,16 @@ struct Queued {
     enqueued: Instant,
 }
 
-#[derive(Default)]
-struct Lanes {
-    priority: VecDeque<Queued>,
-    normal: VecDeque<Queued>,
-    closed: bool,
-}
-
-impl Lanes {
-    fn len(&self) -> usize {
-        self.priority.len() + self.normal.len()
-    }
-}
-
 struct Shared {
-    lanes: Mutex<Lanes>,
+    lanes: Mutex<schedule::Queue>,
     ready: Condvar,
     busy: AtomicUsize,
     busy_nanos: AtomicU64,
     discarded: AtomicU64,
     panics: AtomicU64,
     idle_engines: Mutex<HashMap<String, Vec<Box<dyn Engine>>>>,
+    /// Locked after `lanes` and before `idle_engines` when held together.
+    residency: Mutex<Residency>,
     config: PoolConfig,
     /// Bumped by every engine thread each time it finishes or skips a job; the liveness check reads it.
     progress: AtomicU64,
@@ -233,13 +238,14 @@ impl Pool {
     pub fn start(config: PoolConfig) -> std::io::Result<Self> {
         let threads = config.threads.max(1);
         let shared = Arc::new(Shared {
-            lanes: Mutex::new(Lanes::default()),
+            lanes: Mutex::new(schedule::Queue::default()),
             ready: Condvar::new(),
             busy: AtomicUsize::new(0),
             busy_nanos: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             idle_engines: Mutex::new(HashMap::new()),
+            residency: Mutex::new(Residency::new(config.residency)),
             config,
             progress: AtomicU64::new(0),
         });
@@ -267,18 +273,35 @@ impl Pool {
         if lanes.len() >= self.shared.config.queue_capacity {
             return Err(SubmitError::QueueFull(self.shared.config.queue_capacity));
         }
+        let evicted = lock(&self.shared.residency)
+            .admit(&job.voice.id, Some(&job.session_id), Instant::now())
+            .map_err(|residency::AllInUse(cap)| SubmitError::VoicesInUse(cap))?;
+        let evicted = evicted.map(|voice| self.shared.evict(&voice, "room"));
         let queued = Queued {
             job,
             enqueued: Instant::now(),
         };
-        if queued.job.first {
-            lanes.priority.push_back(queued);
-        } else {
-            lanes.normal.push_back(queued);
-        }
+        lanes.push(queued);
         drop(lanes);
+        drop(evicted);
         self.shared.ready.notify_one();
         Ok(())
+    }
+
+    /// The session (or HTTP request) is over: the voice of its latest job is no longer held by it.
+    pub fn end_session(&self, session_id: &str) {
+        lock(&self.shared.lanes).forget(session_id);
+        lock(&self.shared.residency).end_session(session_id);
+    }
+
+    /// Keeps `voice_id` resident whatever the cap and TTL (the server's default voice).
+    pub fn pin(&self, voice_id: &str) {
+        lock(&self.shared.residency).pin(voice_id);
+    }
+
+    /// Resident voices now, and loads and evictions since start.
+    pub fn residency(&self) -> ResidencyStats {
+        lock(&self.shared.residency).stats()
     }
 
     /// Loads `voice` on as many engine instances as there are threads and synthesises a warm-up sentence
@@ -292,6 +315,22 @@ impl Pool {
     /// [`Pool::warm`], timing the two phases apart and saying which one failed: the model manager reports
     /// load and warm-up as separate metrics, and a failed warm-up as its own failure reason.
     pub fn warm_timed(&self, voice: &VoiceInfo) -> Result<WarmTimings, WarmError> {
+        let evicted = lock(&self.shared.residency)
+            .admit(&voice.id, None, Instant::now())
+            .map_err(|residency::AllInUse(cap)| {
+                WarmError::Load(EngineError::Load {
+                    voice: voice.id.clone(),
+                    path: voice.model_path.clone().unwrap_or_default(),
+                    reason: SubmitError::VoicesInUse(cap).to_string(),
+                })
+            })?;
+        drop(evicted.map(|victim| self.shared.evict(&victim, "room")));
+        let outcome = self.warm_engines(voice);
+        lock(&self.shared.residency).job_done(&voice.id);
+        outcome
+    }
+
+    fn warm_engines(&self, voice: &VoiceInfo) -> Result<WarmTimings, WarmError> {
         let threads = self.shared.config.threads.max(1);
         let mut warmed = Vec::with_capacity(threads);
         let existing = lock(&self.shared.idle_engines)
@@ -329,6 +368,7 @@ impl Pool {
     /// job go back to the cache when it ends, so callers unload only voices no job is using (the worker's
     /// model manager holds a reference for every job).
     pub fn unload(&self, voice_id: &str) -> usize {
+        lock(&self.shared.residency).forget(voice_id);
         let dropped = lock(&self.shared.idle_engines).remove(voice_id);
         engine::drop_quiet_sessions(voice_id);
         dropped.map_or(0, |engines| engines.len())
@@ -389,26 +429,63 @@ impl Drop for Pool {
     }
 }
 
+impl Shared {
+    /// Takes every idle engine of `voice` and its process-wide sessions out of the pool; the caller drops
+    /// the engines outside its locks. No job uses the voice (the residency book said so).
+    #[must_use]
+    fn evict(&self, voice: &str, why: &'static str) -> Vec<Box<dyn Engine>> {
+        let engines = lock(&self.idle_engines).remove(voice).unwrap_or_default();
+        engine::drop_quiet_sessions(voice);
+        tracing::info!(
+            voice,
+            reason = why,
+            instances = engines.len(),
+            "Unloaded a resident voice."
+        );
+        engines
+    }
+
+    /// Unloads the voices idle past the TTL (at most once per sweep interval).
+    fn sweep(&self) {
+        let expired = lock(&self.residency).sweep(Instant::now());
+        for voice in expired {
+            drop(self.evict(&voice, "idle_ttl"));
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic on an engine thread must not take the scheduler down with it.
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Blocks until a job is ready; None once the pool is closed.
+/// Blocks until a job is ready; None once the pool is closed. Sweeps idle voices while it waits.
 fn next_job(shared: &Shared) -> Option<Queued> {
+    let sweep_every = shared.config.residency.sweep_interval();
     let mut lanes = lock(&shared.lanes);
     loop {
         if lanes.closed {
             return None;
         }
-        let next = lanes.priority.pop_front().or_else(|| lanes.normal.pop_front());
-        match next {
+        match lanes.pop() {
             Some(queued) if queued.job.cancel.is_cancelled() => {
+                lock(&shared.residency).job_done(&queued.job.voice.id);
                 shared.discarded.fetch_add(1, Ordering::Relaxed);
                 shared.progress.fetch_add(1, Ordering::Relaxed);
             }
             Some(queued) => return Some(queued),
-            None => lanes = shared.ready.wait(lanes).unwrap_or_else(|p| p.into_inner()),
+            None => {
+                let (guard, waited) = shared
+                    .ready
+                    .wait_timeout(lanes, sweep_every)
+                    .unwrap_or_else(|p| p.into_inner());
+                lanes = guard;
+                if waited.timed_out() {
+                    drop(lanes);
+                    shared.sweep();
+                    lanes = lock(&shared.lanes);
+                }
+            }
         }
     }
 }
@@ -436,8 +513,18 @@ fn engine_thread(shared: &Shared) {
         let _entered = span.enter();
         (job.events)(JobEvent::Started { queue_wait });
         let outcome = run_job_isolated(shared, &mut job, queue_wait, &mut resamplers);
+        lock(&shared.residency).job_done(&job.voice.id);
         match outcome {
             Ok(stats) => {
+                if let Some(first_pcm) = stats.engine_first_pcm {
+                    let first_audio = busy_since + first_pcm;
+                    lock(&shared.lanes).played(
+                        &job.session_id,
+                        job.cancel.generation(),
+                        first_audio,
+                        stats.audio_seconds,
+                    );
+                }
                 span.record("tts.audio_seconds", stats.audio_seconds);
                 if let Some(rtf) = stats.real_time_factor() {
                     span.record("tts.real_time_factor", rtf);
@@ -458,6 +545,8 @@ fn engine_thread(shared: &Shared) {
         shared.busy_nanos.fetch_add(busy, Ordering::Relaxed);
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         shared.progress.fetch_add(1, Ordering::Relaxed);
+        drop(_entered);
+        shared.sweep();
     }
 }
 
@@ -564,288 +653,4 @@ fn run_job(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::mpsc;
-
-    use super::*;
-    use crate::voices::VoiceCatalog;
-
-    fn espeak() -> Arc<VoiceInfo> {
-        let catalog = VoiceCatalog::discover(std::path::Path::new("/nonexistent")).unwrap();
-        Arc::new(catalog.get("espeak-en-us").unwrap().clone())
-    }
-
-    fn pool(threads: usize, queue_capacity: usize) -> Pool {
-        Pool::start(PoolConfig {
-            threads,
-            queue_capacity,
-            engine: EngineSettings {
-                onnx_intra_threads: 1,
-                onnx_quiet_intra_threads: 1,
-                piper_noise: None,
-            },
-        })
-        .unwrap()
-    }
-
-    /// A job that reports its events (tagged with `name`) to `log`.
-    fn job(
-        name: &'static str,
-        first: bool,
-        cancel: &CancelSource,
-        log: mpsc::Sender<(&'static str, String)>,
-    ) -> Job {
-        Job {
-            voice: espeak(),
-            text: "Hello there.".into(),
-            first,
-            cancel: cancel.token(),
-            session_id: name.into(),
-            utterance_id: 1,
-            speed: 1.0,
-            parent: tracing::Span::none(),
-            events: Box::new(move |event| {
-                let kind = match event {
-                    JobEvent::Started { .. } => "started",
-                    JobEvent::Audio(_) => "audio",
-                    JobEvent::Finished(_) => "finished",
-                    JobEvent::Failed(_) => "failed",
-                };
-                let _ = log.send((name, kind.to_owned()));
-            }),
-        }
-    }
-
-    /// Occupies the pool's only thread until the returned sender is dropped or used.
-    fn block_thread(pool: &Pool) -> mpsc::Sender<()> {
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let (started_tx, started_rx) = mpsc::channel();
-        let mut release_rx = Some(release_rx);
-        pool.submit(Job {
-            voice: espeak(),
-            text: "Block.".into(),
-            first: false,
-            cancel: CancelSource::new().token(),
-            session_id: "blocker".into(),
-            utterance_id: 0,
-            speed: 1.0,
-            parent: tracing::Span::none(),
-            events: Box::new(move |event| {
-                if let (JobEvent::Started { .. }, Some(rx)) = (&event, release_rx.take()) {
-                    let _ = started_tx.send(());
-                    let _ = rx.recv();
-                }
-            }),
-        })
-        .unwrap();
-        started_rx.recv().unwrap();
-        release_tx
-    }
-
-    #[test]
-    fn first_chunks_jump_the_queue_and_the_rest_keep_arrival_order() {
-        let pool = pool(1, 16);
-        let release = block_thread(&pool);
-        let (log_tx, log_rx) = mpsc::channel();
-        let cancel = CancelSource::new();
-        pool.submit(job("later-a", false, &cancel, log_tx.clone()))
-            .unwrap();
-        pool.submit(job("later-b", false, &cancel, log_tx.clone()))
-            .unwrap();
-        pool.submit(job("first-c", true, &cancel, log_tx.clone()))
-            .unwrap();
-        drop(log_tx);
-        drop(release);
-        let started: Vec<_> = log_rx
-            .iter()
-            .filter(|(_, kind)| kind == "started")
-            .map(|(name, _)| name)
-            .collect();
-        assert_eq!(started, vec!["first-c", "later-a", "later-b"]);
-    }
-
-    #[test]
-    fn a_cancelled_job_never_reaches_an_engine() {
-        let pool = pool(1, 16);
-        let release = block_thread(&pool);
-        let (log_tx, log_rx) = mpsc::channel();
-        let stopped = CancelSource::new();
-        let kept = CancelSource::new();
-        pool.submit(job("stopped", true, &stopped, log_tx.clone()))
-            .unwrap();
-        pool.submit(job("kept", true, &kept, log_tx.clone())).unwrap();
-        stopped.cancel_all();
-        drop(log_tx);
-        drop(release);
-        let events: Vec<_> = log_rx.iter().collect();
-        assert!(events.iter().all(|(name, _)| *name == "kept"), "{events:?}");
-        assert!(events.iter().any(|(_, kind)| kind == "finished"));
-        assert_eq!(pool.stats().discarded, 1);
-    }
-
-    /// An engine that panics on every chunk, as a bug in an engine or its ONNX glue would.
-    struct PanickingEngine(VoiceInfo);
-
-    impl Engine for PanickingEngine {
-        fn voice(&self) -> &VoiceInfo {
-            &self.0
-        }
-
-        fn sample_rate(&self) -> u32 {
-            22_050
-        }
-
-        fn set_speed(&mut self, _: f32) {}
-
-        fn synthesize(&mut self, _: &str, _: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
-            panic!("index out of bounds in a phoneme table");
-        }
-    }
-
-    #[test]
-    fn an_engine_panic_fails_that_chunk_and_the_thread_serves_the_next() {
-        let pool = pool(1, 16);
-        let voice = espeak();
-        lock(&pool.shared.idle_engines)
-            .entry(voice.id.clone())
-            .or_default()
-            .push(Box::new(PanickingEngine((*voice).clone())));
-        let (log_tx, log_rx) = mpsc::channel();
-        let cancel = CancelSource::new();
-        pool.submit(job("panics", true, &cancel, log_tx.clone())).unwrap();
-        pool.submit(job("after", true, &cancel, log_tx)).unwrap();
-        let mut events = Vec::new();
-        while let Ok(event) = log_rx.recv_timeout(Duration::from_secs(30)) {
-            let done = event == ("after", "finished".to_owned());
-            events.push(event);
-            if done {
-                break;
-            }
-        }
-        let panicked: Vec<_> = events
-            .iter()
-            .filter(|(name, _)| *name == "panics")
-            .map(|(_, k)| k.as_str())
-            .collect();
-        assert_eq!(
-            panicked,
-            ["started", "failed"],
-            "the panicking chunk fails once: {events:?}"
-        );
-        assert!(
-            events
-                .iter()
-                .any(|(name, kind)| *name == "after" && kind == "audio"),
-            "the same (only) engine thread synthesised the next chunk: {events:?}"
-        );
-        assert_eq!(pool.stats().panics, 1);
-        // The thread lowers `busy` just after the last event; give it a moment, boundedly.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.stats().busy != 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(pool.stats().busy, 0, "the thread is not left marked busy");
-    }
-
-    #[test]
-    fn a_panic_in_the_sink_inside_espeak_does_not_abort_and_espeak_keeps_working() {
-        let pool = pool(1, 16);
-        let (log_tx, log_rx) = mpsc::channel();
-        let mut first_audio = true;
-        pool.submit(Job {
-            events: Box::new(move |event| {
-                if matches!(event, JobEvent::Audio(_)) && std::mem::take(&mut first_audio) {
-                    panic!("a sink bug");
-                }
-                if let JobEvent::Failed(error) = event {
-                    let _ = log_tx.send(error.to_string());
-                }
-            }),
-            ..job("sink", true, &CancelSource::new(), mpsc::channel().0)
-        })
-        .unwrap();
-        let failure = log_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the chunk fails");
-        assert!(failure.contains("panicked: a sink bug"), "{failure}");
-        let (after_tx, after_rx) = mpsc::channel();
-        pool.submit(job("after", true, &CancelSource::new(), after_tx))
-            .unwrap();
-        let mut kinds = Vec::new();
-        while let Ok((_, kind)) = after_rx.recv_timeout(Duration::from_secs(30)) {
-            kinds.push(kind);
-        }
-        assert_eq!(kinds.last().map(String::as_str), Some("finished"), "{kinds:?}");
-        assert_eq!(pool.stats().panics, 1);
-    }
-
-    #[test]
-    fn a_full_queue_refuses_instead_of_blocking() {
-        let pool = pool(1, 2);
-        let release = block_thread(&pool);
-        let (log_tx, _log_rx) = mpsc::channel();
-        let cancel = CancelSource::new();
-        pool.submit(job("a", false, &cancel, log_tx.clone())).unwrap();
-        pool.submit(job("b", false, &cancel, log_tx.clone())).unwrap();
-        let refused = pool.submit(job("c", false, &cancel, log_tx));
-        assert_eq!(refused.unwrap_err(), SubmitError::QueueFull(2));
-        assert_eq!(pool.stats().queued, 2);
-        assert_eq!(pool.stats().busy, 1);
-        drop(release);
-    }
-
-    #[test]
-    fn warming_times_load_and_warm_up_apart_and_names_the_failing_phase() {
-        let pool = pool(2, 16);
-        let timings = pool.warm_timed(&espeak()).unwrap();
-        assert!(timings.load > Duration::ZERO, "{timings:?}");
-        assert!(timings.warmup > Duration::ZERO, "{timings:?}");
-        assert_eq!(pool.loaded_voices(), vec!["espeak-en-us".to_owned()]);
-
-        let mut missing = (*espeak()).clone();
-        missing.id = "espeak-xx".into();
-        missing.espeak_voice = "no-such-voice".into();
-        let failed = pool.warm_timed(&missing).unwrap_err();
-        assert!(
-            matches!(failed, WarmError::Load(EngineError::Espeak(_))),
-            "{failed:?}"
-        );
-        assert_eq!(pool.loaded_voices(), vec!["espeak-en-us".to_owned()]);
-    }
-
-    #[test]
-    fn a_job_streams_48_khz_audio_and_reports_its_timings() {
-        let pool = pool(2, 16);
-        pool.warm(&espeak()).unwrap();
-        let (tx, rx) = mpsc::channel();
-        pool.submit(Job {
-            voice: espeak(),
-            text: "The quick brown fox jumps over the lazy dog.".into(),
-            first: true,
-            cancel: CancelSource::new().token(),
-            session_id: "s".into(),
-            utterance_id: 1,
-            speed: 1.0,
-            parent: tracing::Span::none(),
-            events: Box::new(move |event| {
-                let _ = tx.send(event);
-            }),
-        })
-        .unwrap();
-        let events: Vec<JobEvent> = rx
-            .iter()
-            .take_while(|e| !matches!(e, JobEvent::Finished(_) | JobEvent::Failed(_)))
-            .collect();
-        assert!(matches!(events.first(), Some(JobEvent::Started { .. })));
-        let samples: usize = events
-            .iter()
-            .map(|e| if let JobEvent::Audio(s) = e { s.len() } else { 0 })
-            .sum();
-        let seconds = samples as f64 / 48_000.0;
-        assert!((1.5..5.0).contains(&seconds), "{seconds} s at 48 kHz");
-        assert!(
-            events.iter().filter(|e| matches!(e, JobEvent::Audio(_))).count() > 10,
-            "streamed in pieces"
-        );
-    }
-}
+mod tests;

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_MAX_SESSIONS: usize = 256;
+/// Off: only `max_sessions` limits admission until an operator sets a utilisation.
+pub const DEFAULT_ADMISSION_MAX_UTILISATION: f64 = 0.0;
+/// The largest admission utilisation accepted (100× overcommit); more is surely a typo.
+pub const MAX_ADMISSION_UTILISATION: f64 = 100.0;
 pub const DEFAULT_MAX_TEXT_CHARS: usize = 10_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_PENDING_CHARS: usize = 100_000;
@@ -26,6 +30,10 @@ pub const DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS: u64 = 10;
 pub struct GatewayConfig {
     /// Concurrent sessions; one more is refused with `OVERLOADED`.
     pub max_sessions: usize,
+    /// Engine utilisation (sessions × measured real-time factor ÷ engine threads) past which a new session
+    /// is refused with `OVERLOADED`; 0 turns this off. 1.0 admits what the engines keep real time if every
+    /// session speaks at once; above 1 overcommits for sessions that mostly listen.
+    pub admission_max_utilisation: f64,
     /// Characters of text in one message; more is `TEXT_TOO_LONG`.
     pub max_text_chars: usize,
     /// Bytes in one WebSocket message; more is `MESSAGE_TOO_LARGE`. Messages over 8× this close the
@@ -70,6 +78,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             max_sessions: DEFAULT_MAX_SESSIONS,
+            admission_max_utilisation: DEFAULT_ADMISSION_MAX_UTILISATION,
             max_text_chars: DEFAULT_MAX_TEXT_CHARS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_pending_chars: DEFAULT_MAX_PENDING_CHARS,
@@ -136,6 +145,11 @@ impl GatewayConfig {
                 ));
             }
         }
+        if !(0.0..=MAX_ADMISSION_UTILISATION).contains(&self.admission_max_utilisation) {
+            problems.push(format!(
+                "gateway.admission_max_utilisation must be between 0 (off) and {MAX_ADMISSION_UTILISATION}"
+            ));
+        }
         if self.first_chunk_min_chars >= self.max_chunk_chars {
             problems.push("gateway.first_chunk_min_chars must be below gateway.max_chunk_chars".into());
         }
@@ -156,10 +170,16 @@ mod tests {
             idle_timeout_seconds: u64::MAX,
             max_session_seconds: u64::MAX,
             max_queued_utterances: 0,
+            admission_max_utilisation: f64::NAN,
             ..GatewayConfig::default()
         };
         let problems = config.validate();
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("admission_max_utilisation must be between 0 (off) and 100"))
+        );
         assert!(
             problems
                 .iter()

@@ -15,6 +15,7 @@
 //! feeds the engine pool one chunk at a time, frames, paces at 20 ms and writes. The gateway does not run
 //! engines (that is `tts_core::pool`) and does not serve metrics or probes (the admin server does).
 
+mod admission;
 pub mod alerting;
 mod auth;
 pub mod config;
@@ -43,6 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tts_core::voices::{VoiceCatalog, VoiceInfo};
 
+pub use admission::{EngineHeadroom, Estimate, Metered};
 pub use auth::{ApiAuth, ApiKeys};
 pub use config::GatewayConfig;
 pub use metrics::{EngineWindows, GatewayMetrics, MetricsLevel, Windows};
@@ -50,7 +52,8 @@ pub use protocol::{BINARY_HEADER_BYTES, Command, Encoding, ErrorCode};
 pub use slo::SloConfig;
 pub use synth::Synthesizer;
 
-use session::{Admission, SessionRequest};
+use admission::Admission;
+use session::SessionRequest;
 
 /// Everything sessions share.
 pub struct GatewayState {
@@ -127,6 +130,14 @@ impl Gateway {
                 auth,
             }),
         })
+    }
+
+    /// Admits new sessions, requests and syntheses only while `headroom` says the engines can keep one
+    /// more real time (`gateway.admission_max_utilisation`), besides `max_sessions`. Give it the
+    /// synthesizer [`EngineHeadroom::meter`] returned, so that it learns what chunks cost.
+    pub fn with_headroom(self, headroom: Arc<EngineHeadroom>) -> Self {
+        self.state.admission.set_headroom(headroom);
+        self
     }
 
     /// Sessions open right now (HTTP speech requests and Wyoming syntheses included).

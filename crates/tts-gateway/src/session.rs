@@ -8,7 +8,7 @@ mod utterances;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::SplitSink;
@@ -20,6 +20,8 @@ use tts_core::pool::CancelSource;
 use tts_core::voices::{UnknownVoice, VoiceInfo};
 
 use crate::GatewayState;
+pub(crate) use crate::admission::OwnedPermit;
+use crate::admission::RefusedBy;
 use crate::metrics::{Endpoint, MessageOut};
 use crate::protocol::{Encoding, ServerMessage, SessionError};
 use driver::{Driver, DriverParts};
@@ -33,74 +35,6 @@ pub(crate) const END_REASONS: [&str; 6] = [
     "slow_client",
     "server_shutdown",
 ];
-
-/// Counts live sessions against `max_sessions`.
-#[derive(Debug)]
-pub(crate) struct Admission {
-    active: AtomicUsize,
-    max: usize,
-}
-
-/// Holds one session slot until dropped.
-#[derive(Debug)]
-pub(crate) struct Permit<'a>(&'a Admission);
-
-impl Admission {
-    pub(crate) fn new(max: usize) -> Self {
-        Self {
-            active: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    pub(crate) fn try_acquire(&self) -> Option<Permit<'_>> {
-        let mut current = self.active.load(Ordering::Relaxed);
-        loop {
-            if current >= self.max {
-                return None;
-            }
-            match self
-                .active
-                .compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return Some(Permit(self)),
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    pub(crate) fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A slot held by an HTTP request or a Wyoming synthesis, which outlive any borrow of the state: the
-/// same `max_sessions` counts WebSocket sessions and these together.
-pub(crate) struct OwnedPermit(Arc<GatewayState>);
-
-impl OwnedPermit {
-    pub(crate) fn try_new(state: &Arc<GatewayState>) -> Option<Self> {
-        if state.draining() {
-            return None;
-        }
-        let permit = state.admission.try_acquire()?;
-        // The slot now belongs to this value; its Drop gives it back.
-        std::mem::forget(permit);
-        Some(Self(state.clone()))
-    }
-}
-
-impl Drop for OwnedPermit {
-    fn drop(&mut self) {
-        self.0.admission.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// How the client asked to be served.
 pub(crate) struct SessionRequest {
@@ -184,14 +118,21 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
         };
         return refuse(&mut sink, &state, &session_id, refusal).await;
     }
-    let Some(_permit) = state.admission.try_acquire() else {
-        tracing::warn!(session_id = %session_id, "Refused a session: at the session limit.");
-        let refusal = Refusal {
-            error: SessionError::AtSessionLimit(state.config.max_sessions),
-            end_reason: "overloaded",
-            counted_as: "overloaded",
-        };
-        return refuse(&mut sink, &state, &session_id, refusal).await;
+    let _permit = match state.admission.try_acquire() {
+        Ok(permit) => permit,
+        Err(refused) => {
+            let error = match refused {
+                RefusedBy::MaxSessions => SessionError::AtSessionLimit(state.admission.max()),
+                RefusedBy::EngineHeadroom => SessionError::NoEngineHeadroom,
+            };
+            tracing::warn!(session_id = %session_id, limit = refused.as_str(), "Refused a session: at an admission limit.");
+            let refusal = Refusal {
+                error,
+                end_reason: "overloaded",
+                counted_as: "overloaded",
+            };
+            return refuse(&mut sink, &state, &session_id, refusal).await;
+        }
     };
     let voice = match request.voice {
         Ok(voice) => voice,
@@ -266,17 +207,6 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<GatewayState>, request: Se
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn admission_refuses_past_the_limit_and_frees_on_drop() {
-        let admission = Admission::new(2);
-        let a = admission.try_acquire().unwrap();
-        let _b = admission.try_acquire().unwrap();
-        assert!(admission.try_acquire().is_none());
-        drop(a);
-        assert_eq!(admission.active(), 1);
-        assert!(admission.try_acquire().is_some());
-    }
 
     #[test]
     fn session_ids_look_like_the_original_and_differ() {

@@ -28,6 +28,10 @@ impl Synthesizer for Pool {
         Pool::submit(self, job)
     }
 
+    fn end_session(&self, session_id: &Arc<str>) {
+        Pool::end_session(self, session_id);
+    }
+
     fn stats(&self) -> PoolStats {
         Pool::stats(self)
     }

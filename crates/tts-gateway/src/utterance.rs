@@ -425,6 +425,9 @@ impl Runner {
             Err(SubmitError::QueueFull(_)) => Err(Failure::Overloaded(
                 "the synthesis queue is full; try again shortly".into(),
             )),
+            Err(SubmitError::VoicesInUse(_)) => Err(Failure::Overloaded(
+                "every resident voice is in use; try again shortly".into(),
+            )),
             Err(SubmitError::ShutDown) => Err(Failure::ShuttingDown),
         }
     }

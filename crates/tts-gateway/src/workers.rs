@@ -8,6 +8,7 @@
 
 mod discovery;
 mod health;
+mod inbox;
 mod link;
 mod metrics;
 
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -32,7 +33,7 @@ use crate::protocol::Command;
 use crate::synth::Synthesizer;
 pub use discovery::{DEFAULT_DISCOVERY_INTERVAL, DiscoveryError};
 use discovery::{DiscoveryConfig, DiscoveryMetrics, DiscoveryView};
-use link::LinkMessage;
+use inbox::{Controlled, Inbox, Refused};
 pub use metrics::RemoteMetrics;
 
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -41,6 +42,9 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// An open chunk that hears nothing from its worker for this long is moved to another worker.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Jobs a session's link may have queued for its worker. A session keeps at most one chunk submitted, so
+/// a link holds one live job at a time; the bound is there for a caller that breaks that rule.
+pub const DEFAULT_LINK_INBOX_CAPACITY: usize = 4;
 
 /// How a new session picks its worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -65,8 +69,12 @@ pub struct RemoteConfig {
     pub start_timeout: Duration,
     pub rpc_timeout: Duration,
     pub stall_timeout: Duration,
+    /// Jobs queued on one session's link before more are refused (`SubmitError::QueueFull`).
+    pub link_inbox_capacity: usize,
     /// The shared worker token, sent as `authorization: Bearer <token>` on every call.
     pub token: Option<WorkerToken>,
+    /// Dial workers over TLS (`https://`), trusting what this configuration trusts; `None`, plain HTTP/2.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// The secret workers expect from gateways. Shows whether it is set, never its value.
@@ -137,7 +145,7 @@ pub(crate) struct Shared {
     config: RemoteConfig,
     call_token: CallToken,
     workers: RwLock<Vec<Arc<WorkerHandle>>>,
-    links: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<LinkMessage>>>,
+    links: Mutex<HashMap<Arc<str>, Arc<Inbox>>>,
     metrics: RemoteMetrics,
     round_robin: AtomicUsize,
     discovery: Option<watch::Receiver<DiscoveryView>>,
@@ -159,6 +167,9 @@ pub(crate) struct WorkerHandle {
     /// Sessions this gateway placed on it.
     sessions: AtomicU32,
     report: Mutex<Report>,
+    /// The last health-check failure logged, so a worker that keeps failing the same way (a TLS
+    /// certificate it is not trusted for, say) is logged once, not every interval.
+    last_failure: Mutex<Option<String>>,
 }
 
 /// What the worker last said about itself.
@@ -212,6 +223,7 @@ impl RemoteWorkers {
                 address,
                 &metrics,
                 &call_token,
+                config.tls.as_ref(),
             )?));
         }
         let shared = Arc::new(Shared {
@@ -268,42 +280,63 @@ impl RemoteWorkers {
 impl Synthesizer for RemoteWorkers {
     fn submit(&self, job: Job) -> Result<(), SubmitError> {
         let session_id = job.session_id.clone();
+        let metrics = &self.shared.metrics;
         let mut links = self.shared.links();
-        let mut message = LinkMessage::Job(job);
-        if let Some(link) = links.get(&session_id) {
-            match link.send(message) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(returned)) => message = returned,
+        let mut job = job;
+        if let Some(inbox) = links.get(&session_id) {
+            match inbox.push_job(job) {
+                Ok(discarded) => {
+                    metrics.chunks_discarded(discarded);
+                    return Ok(());
+                }
+                Err(Refused::Full) => {
+                    metrics.inbox_full();
+                    tracing::warn!(session_id = %session_id, "A session's worker link has a full inbox; the chunk is refused.");
+                    return Err(SubmitError::QueueFull(self.shared.config.link_inbox_capacity));
+                }
+                Err(Refused::Closed(returned)) => job = returned,
             }
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(message);
-        links.insert(session_id.clone(), tx);
+        let inbox = Inbox::new(self.shared.config.link_inbox_capacity);
+        if inbox.push_job(job).is_err() {
+            return Err(SubmitError::ShutDown);
+        }
+        links.insert(session_id.clone(), inbox.clone());
         drop(links);
-        tokio::spawn(link::run(self.shared.clone(), session_id, rx));
+        tokio::spawn(link::run(self.shared.clone(), session_id, inbox));
         Ok(())
     }
 
     fn control(&self, session_id: &Arc<str>, command: Command) {
-        if let Some(link) = self.shared.links().get(session_id) {
-            let _ = link.send(LinkMessage::Control(command));
+        let Some(inbox) = self.shared.links().get(session_id).cloned() else {
+            return;
+        };
+        let (controlled, discarded) = inbox.control(command);
+        self.shared.metrics.chunks_discarded(discarded);
+        if controlled == Controlled::Coalesced {
+            self.shared.metrics.control_coalesced();
         }
     }
 
     fn end_session(&self, session_id: &Arc<str>) {
-        if let Some(link) = self.shared.links().remove(session_id) {
-            let _ = link.send(LinkMessage::End);
+        if let Some(inbox) = self.shared.links().remove(session_id) {
+            inbox.end();
         }
     }
 
+    /// Engine threads, their load and the queue as the usable workers last reported them; discarded chunks
+    /// and busy seconds as this gateway counted them (chunks it dropped before they reached a worker, and
+    /// the engine seconds workers reported for this gateway's finished chunks). Engine panics are counted
+    /// by each worker (`tts_pool_engine_panics_total` on its own `/metrics`), not here.
     fn stats(&self) -> PoolStats {
+        let (discarded, busy_seconds) = self.shared.metrics.totals();
         let mut stats = PoolStats {
             threads: 0,
             busy: 0,
             queued: 0,
             queue_capacity: 0,
-            discarded: 0,
-            busy_seconds: 0.0,
+            discarded,
+            busy_seconds,
             panics: 0,
         };
         for worker in self.shared.workers().iter().filter(|w| w.usable()) {
@@ -324,7 +357,7 @@ impl Shared {
             .clone()
     }
 
-    fn links(&self) -> MutexGuard<'_, HashMap<Arc<str>, mpsc::UnboundedSender<LinkMessage>>> {
+    fn links(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Inbox>>> {
         lock(&self.links)
     }
 
@@ -363,17 +396,40 @@ impl Shared {
 }
 
 impl WorkerHandle {
+    /// Logs a failed health check with its whole cause chain (e.g. `invalid peer certificate:
+    /// UnknownIssuer`) when it differs from the last one logged.
+    fn note_failure(&self, status: &tonic::Status) {
+        let mut text = status.message().to_owned();
+        let mut source = std::error::Error::source(status);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        let mut last = lock(&self.last_failure);
+        if last.as_deref() != Some(text.as_str()) {
+            tracing::warn!(worker = %self.name, address = %self.address, error = %text, "Worker health check failed.");
+            *last = Some(text);
+        }
+    }
+
     fn new(
         name: &str,
         address: &str,
         metrics: &RemoteMetrics,
         token: &CallToken,
+        tls: Option<&tonic::transport::ClientTlsConfig>,
     ) -> Result<Self, RemoteError> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| RemoteError::Address {
-                address: address.to_owned(),
-                reason: error.to_string(),
-            })?
+        let bad_address = |error: tonic::transport::Error| RemoteError::Address {
+            address: address.to_owned(),
+            reason: error.to_string(),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}")).map_err(bad_address)?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(bad_address)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             // A worker that stops answering (hung, or its machine gone) fails its streams within ~3 s
@@ -395,6 +451,7 @@ impl WorkerHandle {
             gone: AtomicBool::new(false),
             sessions: AtomicU32::new(0),
             report: Mutex::new(Report::default()),
+            last_failure: Mutex::new(None),
         })
     }
 
@@ -498,6 +555,7 @@ async fn reconcile(
                     &record.address,
                     &shared.metrics,
                     &shared.call_token,
+                    shared.config.tls.as_ref(),
                 ) {
                     Ok(worker) => {
                         worker.apply_record(record);

@@ -44,6 +44,12 @@ impl ServerProcess {
         Self::spawn(binary, workdir, "worker", listen, extra)
     }
 
+    /// Starts `binary <args>` exactly as given (the caller chooses every address, e.g. an admin port
+    /// off loopback) and waits for its ready line.
+    pub fn start_with_args(binary: &str, workdir: &Path, args: &[&str]) -> Result<Self, String> {
+        Self::spawn_args(binary, workdir, args)
+    }
+
     fn spawn(
         binary: &str,
         workdir: &Path,
@@ -51,10 +57,15 @@ impl ServerProcess {
         listen: &str,
         extra: &[&str],
     ) -> Result<Self, String> {
+        let mut args = vec![command, "--listen", listen, "--admin-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::spawn_args(binary, workdir, &args)
+    }
+
+    fn spawn_args(binary: &str, workdir: &Path, args: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(binary)
             .current_dir(workdir)
-            .args([command, "--listen", listen, "--admin-listen", "127.0.0.1:0"])
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -199,8 +199,50 @@ impl prometheus_client::collector::Collector for PoolCollector {
             None,
             panics.metric_type(),
         )?)?;
-        Ok(())
+        encode_residency(&mut encoder, self.pool.residency())
     }
+}
+
+/// The pool's resident voices: the in-process bound (`engine.max_resident_voices`, `voice_idle_ttl_seconds`).
+/// A worker's pool is unbounded (its model manager decides), so there only the gauge and loads move.
+fn encode_residency(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    stats: tts_core::pool::ResidencyStats,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    let resident = ConstGauge::new(stats.resident as i64);
+    resident.encode(encoder.encode_descriptor(
+        "tts_pool_resident_voices",
+        "Voices with loaded engines in the pool now (or about to be loaded by a queued chunk)",
+        None,
+        resident.metric_type(),
+    )?)?;
+    let loads = ConstCounter::new(stats.loads);
+    loads.encode(encoder.encode_descriptor(
+        "tts_pool_voice_loads",
+        "Times a voice became resident in the pool",
+        None,
+        loads.metric_type(),
+    )?)?;
+    let lru = ConstCounter::new(stats.evicted_for_room);
+    let mut family = encoder.encode_descriptor(
+        "tts_pool_voice_evictions",
+        "Voices unloaded from the pool: lru = to make room under the cap, ttl = idle past the TTL",
+        None,
+        lru.metric_type(),
+    )?;
+    lru.encode(family.encode_family(&[("reason", "lru")])?)?;
+    ConstCounter::new(stats.evicted_idle).encode(family.encode_family(&[("reason", "ttl")])?)?;
+    let refused = ConstCounter::new(stats.refused);
+    refused.encode(encoder.encode_descriptor(
+        "tts_pool_voice_refusals",
+        "Chunks refused with OVERLOADED because their voice was not resident and every resident voice was in use",
+        None,
+        refused.metric_type(),
+    )?)?;
+    Ok(())
 }
 
 /// `tts_engine_decoder_mode{voice, mode}` = 1 for every Piper voice loaded so far: `streaming` when its

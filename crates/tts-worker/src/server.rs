@@ -160,11 +160,13 @@ impl WorkerService {
     /// reports SERVING for the service and overall once the default voice is resident, NOT_SERVING while
     /// draining.
     ///
-    /// Every call, health checks included, first passes `auth` (the shared worker token, when set).
+    /// Every call, health checks included, first passes `auth` (the shared worker token, when set). With
+    /// `tls`, the port speaks only TLS (HTTP/2 over rustls).
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
         auth: CallAuth,
+        tls: Option<tonic::transport::ServerTlsConfig>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), tonic::transport::Error> {
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -193,7 +195,11 @@ impl WorkerService {
                 }
             }
         });
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .layer(tonic::service::InterceptorLayer::new(move |request| {
                 auth.check(request)
             }))

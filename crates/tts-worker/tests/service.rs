@@ -12,7 +12,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 use tts_core::engine::EngineSettings;
-use tts_core::pool::{Pool, PoolConfig};
+use tts_core::pool::{Pool, PoolConfig, ResidencyLimits};
 use tts_core::voices::VoiceCatalog;
 use tts_proto::v1::synthesize_response::Event;
 use tts_proto::v1::worker_client::WorkerClient;
@@ -38,11 +38,8 @@ async fn worker() -> Worker {
         Pool::start(PoolConfig {
             threads: 2,
             queue_capacity: 64,
-            engine: EngineSettings {
-                onnx_intra_threads: 1,
-                onnx_quiet_intra_threads: 1,
-                piper_noise: None,
-            },
+            engine: EngineSettings::default(),
+            residency: ResidencyLimits::unbounded(),
         })
         .unwrap(),
     );
@@ -68,7 +65,7 @@ async fn worker() -> Worker {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (shutdown, rx) = watch::channel(false);
-    tokio::spawn(service.run(listener, tts_worker::CallAuth::default(), rx));
+    tokio::spawn(service.run(listener, tts_worker::CallAuth::default(), None, rx));
     let channel = Channel::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()

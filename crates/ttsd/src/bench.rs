@@ -196,7 +196,7 @@ async fn start_in_process(args: &BenchArgs) -> anyhow::Result<(String, tokio::ta
     config.server.default_voice = voice.clone();
     let engine_config = config.clone();
     let (catalog, pool) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let (catalog, pool) = crate::serve::start_pool(&engine_config)?;
+        let (catalog, pool) = crate::serve::start_pool(&engine_config, engine_config.engine.residency())?;
         crate::serve::warm(&pool, catalog.get(&voice)?)?;
         Ok((catalog, pool))
     })

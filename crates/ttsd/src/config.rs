@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use tts_gateway::{GatewayConfig, SloConfig};
 pub(crate) use tts_telemetry::LogFormat;
 
+mod listener;
+
+use self::listener::{DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING_HANDSHAKES};
+
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub(crate) const DEFAULT_VOICE: &str = "en_US-joe-medium";
@@ -75,6 +79,28 @@ pub(crate) struct ServerConfig {
     /// upgrade); unset, the public routes are open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) api_keys_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) for the public listener. With `tls_key_file` the WebSocket
+    /// and HTTP API speak TLS only (`wss://`, `https://`); both are read again on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_key_file: Option<PathBuf>,
+    /// PEM certificate chain for the admin listener; with `admin_tls_key_file` it speaks HTTPS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) admin_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `admin_tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) admin_tls_key_file: Option<PathBuf>,
+    /// Connections each listener (public, admin) holds open at once, WebSocket sessions included; one
+    /// more is closed as soon as it is accepted.
+    pub(crate) max_connections: usize,
+    /// Connections per listener whose TLS handshake and first HTTP request head are not complete yet;
+    /// one more is closed as soon as it is accepted.
+    pub(crate) max_pending_handshakes: usize,
+    /// A connection that has not completed its TLS handshake and sent its first request head within
+    /// this long is closed.
+    pub(crate) handshake_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +115,13 @@ impl Default for ServerConfig {
             metrics: tts_gateway::MetricsLevel::Full,
             admin_token_file: None,
             api_keys_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            admin_tls_cert_file: None,
+            admin_tls_key_file: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
         }
     }
 }
@@ -113,6 +146,16 @@ pub(crate) struct EngineConfig {
     /// output, e.g. for regression tests. Unset: each voice's own settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) piper_noise_scale: Option<f32>,
+    /// Voices with loaded engines at once in process (the default voice counts and is never unloaded);
+    /// a new voice evicts the least recently used one that no session or chunk is using.
+    pub(crate) max_resident_voices: usize,
+    /// A voice no session or chunk has used for this long is unloaded; 0 keeps voices until evicted.
+    pub(crate) voice_idle_ttl_seconds: u64,
+    /// ONNX Runtime's CPU arena and memory-pattern planning for Piper sessions: each session then keeps
+    /// what its largest chunk needed, for good.
+    pub(crate) onnx_cpu_arena: bool,
+    /// The ONNX Runtime sessions of one Piper voice share one copy of its prepacked weights.
+    pub(crate) onnx_share_prepacked_weights: bool,
 }
 
 impl Default for EngineConfig {
@@ -125,6 +168,10 @@ impl Default for EngineConfig {
             onnx_quiet_intra_threads: 2,
             queue_capacity: tts_core::pool::DEFAULT_QUEUE_CAPACITY,
             piper_noise_scale: None,
+            max_resident_voices: 4,
+            voice_idle_ttl_seconds: 600,
+            onnx_cpu_arena: false,
+            onnx_share_prepacked_weights: true,
         }
     }
 }
@@ -138,6 +185,17 @@ impl EngineConfig {
                 noise_scale: n,
                 noise_w: n,
             }),
+            onnx_cpu_arena: self.onnx_cpu_arena,
+            onnx_share_prepacked: self.onnx_share_prepacked_weights,
+        }
+    }
+
+    /// The in-process pool's bounds on resident voices (a worker's model manager has its own).
+    pub(crate) fn residency(&self) -> tts_core::pool::ResidencyLimits {
+        tts_core::pool::ResidencyLimits {
+            max_resident_voices: Some(self.max_resident_voices),
+            idle_ttl: (self.voice_idle_ttl_seconds > 0)
+                .then(|| std::time::Duration::from_secs(self.voice_idle_ttl_seconds)),
         }
     }
 
@@ -170,10 +228,20 @@ pub(crate) struct WorkersConfig {
     pub(crate) rpc_timeout_seconds: f64,
     /// Limit for StartSession, which may load the voice on the worker.
     pub(crate) start_timeout_seconds: f64,
+    /// Jobs one session's link may have queued for its worker; more are refused (the utterance fails with
+    /// `OVERLOADED`). PAUSE and RESUME never queue: they collapse to the latest state.
+    pub(crate) link_inbox_capacity: usize,
     /// A file holding the shared worker token, sent as `authorization: Bearer <token>` on every gRPC
     /// call; it must match the workers' `worker.token_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) token_file: Option<PathBuf>,
+    /// PEM certificate(s) of the authority that signed the workers' certificates. When set, the gateway
+    /// dials workers over TLS (`https://`) and trusts only these; unset, plain HTTP/2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_ca_file: Option<PathBuf>,
+    /// The name checked against the workers' certificates; unset, the host of each worker's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_server_name: Option<String>,
 }
 
 impl Default for WorkersConfig {
@@ -188,7 +256,10 @@ impl Default for WorkersConfig {
             stall_timeout_seconds: w::DEFAULT_STALL_TIMEOUT.as_secs_f64(),
             rpc_timeout_seconds: w::DEFAULT_RPC_TIMEOUT.as_secs_f64(),
             start_timeout_seconds: w::DEFAULT_START_TIMEOUT.as_secs_f64(),
+            link_inbox_capacity: w::DEFAULT_LINK_INBOX_CAPACITY,
             token_file: None,
+            tls_ca_file: None,
+            tls_server_name: None,
         }
     }
 }
@@ -213,8 +284,10 @@ impl WorkersConfig {
             start_timeout: seconds(self.start_timeout_seconds),
             rpc_timeout: seconds(self.rpc_timeout_seconds),
             stall_timeout: seconds(self.stall_timeout_seconds),
-            // Read from `token_file` at start (`serve::start_remote`), not here.
+            link_inbox_capacity: self.link_inbox_capacity,
+            // Read from `token_file` and `tls_ca_file` at start (`serve::remote_backend`), not here.
             token: None,
+            tls: None,
         }
     }
 }
@@ -251,6 +324,13 @@ pub(crate) struct WorkerConfig {
     /// `authorization: Bearer <token>`, else UNAUTHENTICATED. Unset, calls are not checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) token_file: Option<PathBuf>,
+    /// PEM certificate chain of the gRPC server; with `tls_key_file` the gRPC port speaks TLS only
+    /// (gateways need `workers.tls_ca_file`). Read at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_key_file: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -270,6 +350,8 @@ impl Default for WorkerConfig {
             voice_min_residency_seconds: m::DEFAULT_MIN_RESIDENCY.as_secs_f64(),
             parallel_loads_max: m::DEFAULT_MAX_PARALLEL_LOADS,
             token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -338,12 +420,16 @@ impl Config {
         if self.engine.onnx_quiet_intra_threads == 0 {
             problems.push("engine.onnx_quiet_intra_threads must be greater than 0".into());
         }
+        if self.engine.max_resident_voices == 0 {
+            problems.push("engine.max_resident_voices must be greater than 0".into());
+        }
         if self.engine.queue_capacity == 0 {
             problems.push("engine.queue_capacity must be greater than 0".into());
         }
         problems.extend(self.slo.validate());
         problems.extend(self.remote_problems());
         problems.extend(self.alerts.problems());
+        problems.extend(self.listener_problems());
         if self.server.default_voice.trim().is_empty() {
             problems.push("server.default_voice must name a voice".into());
         }
@@ -408,6 +494,9 @@ impl Config {
                     "{name} must be a positive number of seconds, at most {MAX_SECONDS} (one year)"
                 ));
             }
+        }
+        if w.link_inbox_capacity == 0 {
+            problems.push("workers.link_inbox_capacity must be greater than 0".to_owned());
         }
         for address in &w.addresses {
             if address.parse::<std::net::SocketAddr>().is_err() && !address.contains(':') {

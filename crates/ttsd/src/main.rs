@@ -12,6 +12,7 @@ mod config;
 mod rules;
 mod say;
 mod serve;
+mod tls;
 mod worker;
 
 use std::path::PathBuf;

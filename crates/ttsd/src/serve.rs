@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tts_core::engine::init_onnx_runtime;
-use tts_core::pool::{Pool, PoolConfig};
+use tts_core::pool::{Pool, PoolConfig, ResidencyLimits};
 use tts_core::voices::{EngineKind, VoiceCatalog, VoiceInfo};
 use tts_gateway::workers::RemoteWorkers;
 use tts_gateway::{Gateway, GatewayMetrics, Synthesizer};
@@ -24,9 +24,11 @@ use tts_telemetry::{
 use crate::config::Config;
 
 mod alerting;
+pub(crate) mod listener;
 mod shutdown;
 
 use self::alerting::{Slowed, alert_watch, slow_engine_route, watched_local, watched_remote};
+use self::listener::{ConnectionMetrics, Listener, ListenerKind};
 pub(crate) use self::shutdown::wait_for_signal;
 use self::shutdown::{Draining, drain};
 
@@ -184,7 +186,10 @@ where
 }
 
 /// The catalog, and an engine pool that has not loaded any voice yet.
-pub(crate) fn start_pool(config: &Config) -> anyhow::Result<(Arc<VoiceCatalog>, Arc<Pool>)> {
+pub(crate) fn start_pool(
+    config: &Config,
+    residency: ResidencyLimits,
+) -> anyhow::Result<(Arc<VoiceCatalog>, Arc<Pool>)> {
     let catalog = Arc::new(VoiceCatalog::discover(&config.engine.voices_dir)?);
     if catalog.iter().any(|v| v.engine == EngineKind::Piper)
         && let Err(error) = init_onnx_runtime(&config.engine.onnx_runtime_path)
@@ -195,6 +200,7 @@ pub(crate) fn start_pool(config: &Config) -> anyhow::Result<(Arc<VoiceCatalog>, 
         threads: config.engine.thread_count(),
         queue_capacity: config.engine.queue_capacity,
         engine: config.engine.settings(),
+        residency,
     })?);
     Ok((catalog, pool))
 }
@@ -204,6 +210,7 @@ pub(crate) fn warm(pool: &Pool, voice: &VoiceInfo) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     pool.warm(voice)
         .with_context(|| format!("cannot load and warm voice {}", voice.id))?;
+    pool.pin(&voice.id);
     tracing::info!(voice = %voice.id, warm_ms = started.elapsed().as_millis() as u64, "Voice loaded and warmed.");
     Ok(())
 }
@@ -364,7 +371,11 @@ async fn local_backend(
     registry: &mut Registry,
 ) -> anyhow::Result<(Arc<VoiceCatalog>, Backend)> {
     let pool_config = config.clone();
-    let (catalog, pool) = tokio::task::spawn_blocking(move || start_pool(&pool_config)).await??;
+    let (catalog, pool) = tokio::task::spawn_blocking(move || {
+        let residency = pool_config.engine.residency();
+        start_pool(&pool_config, residency)
+    })
+    .await??;
     tts_worker::PoolCollector::register(registry, pool.clone());
     let engines = Heartbeat::new("engine_pool", Duration::from_secs(30));
     spawn_pool_watchdog(pool.clone(), engines.clone());
@@ -391,6 +402,7 @@ fn remote_backend(
     remote_config.token =
         crate::alerts::token_file("workers.token_file", config.workers.token_file.as_deref())?
             .map(tts_gateway::workers::WorkerToken::new);
+    remote_config.tls = crate::tls::worker_client_tls(&config.workers)?;
     let remote = RemoteWorkers::start(remote_config, registry, shutdown)?;
     let watched = watched_remote(&remote);
     let backend = Backend {
@@ -403,7 +415,48 @@ fn remote_backend(
     Ok((catalog, backend))
 }
 
+/// The certificates of the public and admin listeners, when they speak TLS (read now, so a bad file
+/// stops the start with an error naming it).
+struct ListenerTls {
+    public: Option<Arc<crate::tls::ReloadingCert>>,
+    admin: Option<Arc<crate::tls::ReloadingCert>>,
+}
+
+impl ListenerTls {
+    fn load(config: &Config) -> anyhow::Result<Self> {
+        use crate::tls::ReloadingCert;
+        let load = |kind, files: Option<crate::tls::TlsFiles>| {
+            files
+                .map(|files| ReloadingCert::load(kind, files))
+                .transpose()
+                .with_context(|| format!("cannot set up TLS for the {kind:?} listener"))
+        };
+        Ok(Self {
+            public: load(ListenerKind::public, config.server.public_tls())?,
+            admin: load(ListenerKind::admin, config.server.admin_tls())?,
+        })
+    }
+
+    fn acceptor(
+        cert: Option<&Arc<crate::tls::ReloadingCert>>,
+    ) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        Ok(cert.map(|cert| cert.acceptor()).transpose()?)
+    }
+
+    /// Reloads both on SIGHUP, counted in `tts_tls_reloads_total`.
+    fn reload_on_sighup(&self, registry: &mut Registry) {
+        let metrics = crate::tls::TlsMetrics::register(registry);
+        let certs = [&self.public, &self.admin]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        crate::tls::reload_on_sighup(certs, metrics);
+    }
+}
+
 async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Result<()> {
+    let tls = ListenerTls::load(&config)?;
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -435,6 +488,9 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
             delay_ms: slow_engine.clone(),
         });
     }
+    // Learns what chunks cost from the synthesizer the gateway uses; admission and readiness read it.
+    let headroom = tts_gateway::EngineHeadroom::new(config.gateway.admission_max_utilisation, &mut registry);
+    backend.synthesizer = headroom.meter(backend.synthesizer.clone());
     let default_voice = catalog
         .get(&config.server.default_voice)
         .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?
@@ -447,6 +503,8 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     tts_telemetry::profiling::install(&config.profiling).await?;
     let mut telemetry = build_telemetry(&config, registry);
     let auth_metrics = tts_telemetry::AuthMetrics::register(&mut telemetry.registry);
+    let connection_metrics = ConnectionMetrics::register(&mut telemetry.registry);
+    tls.reload_on_sighup(&mut telemetry.registry);
     let admin_token = crate::alerts::admin_token(config.server.admin_token_file.as_deref())?;
     let api_keys = api_keys(config.server.api_keys_file.as_deref())?;
     let admin_access =
@@ -465,6 +523,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         checks.push(warm_check.clone());
     }
     checks.extend(backend.checks.iter().cloned());
+    checks.push(headroom.check());
     checks.push(Arc::new(GpuCheck(gpus())));
     tts_telemetry::register_readiness(&mut telemetry.registry, checks.clone());
     let summary: Arc<dyn Fn() -> serde_json::Value + Send + Sync> =
@@ -512,9 +571,22 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
             }),
         );
     }
-    let admin_task = tokio::spawn(async move { axum::serve(admin, admin_router).await });
+    let admin_scheme = if tls.admin.is_some() { "https" } else { "http" };
+    // The admin server answers until the very end (readiness shows the drain); it is aborted then.
+    let (_admin_stop, admin_stop_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(listener::run(
+        Listener {
+            kind: ListenerKind::admin,
+            tcp: admin,
+            router: admin_router,
+            tls: ListenerTls::acceptor(tls.admin.as_ref())?,
+            limits: config.server.limits(),
+            metrics: connection_metrics.clone(),
+        },
+        admin_stop_rx,
+    ));
     // Announced before warm-up, so orchestrators and tests can watch /readiness turn from 503 to 200.
-    println!("ttsd admin: http://{admin_addr}");
+    println!("ttsd admin: {admin_scheme}://{admin_addr}");
 
     if let Some(pool) = backend.pool.clone() {
         let warm_voice = default_voice.clone();
@@ -532,14 +604,18 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         shutdown_rx,
         telemetry.metrics.clone(),
         tts_gateway::ApiAuth::new(api_keys, auth_metrics.clone()),
-    )?;
+    )?
+    .with_headroom(headroom);
     let addr = listener.local_addr()?;
     let wyoming_addr = wyoming.as_ref().map(TcpListener::local_addr).transpose()?;
     tracing::info!(listen = %addr, admin = %admin_addr, wyoming = ?wyoming_addr, voice = %gateway.default_voice().id, "Serving.");
     let wyoming_note = wyoming_addr
         .map(|a| format!(" wyoming=tcp://{a}"))
         .unwrap_or_default();
-    println!("ttsd ready: stream=ws://{addr}/v1/stream admin=http://{admin_addr}{wyoming_note}");
+    let ws_scheme = if tls.public.is_some() { "wss" } else { "ws" };
+    println!(
+        "ttsd ready: stream={ws_scheme}://{addr}/v1/stream admin={admin_scheme}://{admin_addr}{wyoming_note}"
+    );
     if let Some(wyoming) = wyoming {
         let mut stop = shutdown_tx.subscribe();
         tokio::spawn(tts_gateway::wyoming::run(wyoming, gateway.clone(), async move {
@@ -547,11 +623,18 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
         }));
     }
 
-    let mut signal_rx = shutdown_tx.subscribe();
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-    let server = tokio::spawn(tts_gateway::run(listener, gateway.clone(), async move {
-        let _ = signal_rx.wait_for(|stop| *stop).await;
-    }));
+    let server = tokio::spawn(listener::run(
+        Listener {
+            kind: ListenerKind::public,
+            tcp: listener,
+            router: gateway.router(),
+            tls: ListenerTls::acceptor(tls.public.as_ref())?,
+            limits: config.server.limits(),
+            metrics: connection_metrics,
+        },
+        shutdown_tx.subscribe(),
+    ));
     wait_for_signal().await;
     draining.start();
     gateway.drain();
@@ -562,7 +645,7 @@ async fn serve(config: Config, log: LogHandle, test_hooks: bool) -> anyhow::Resu
     );
     let _ = shutdown_tx.send(true);
     match tokio::time::timeout(grace, server).await {
-        Ok(joined) => joined??,
+        Ok(joined) => joined?,
         Err(_) => tracing::warn!(
             grace_seconds = grace.as_secs(),
             "Sessions did not end within the grace period."

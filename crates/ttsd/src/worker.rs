@@ -112,7 +112,9 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
     };
 
     let pool_config = config.clone();
-    let (catalog, pool) = tokio::task::spawn_blocking(move || start_pool(&pool_config)).await??;
+    // The model manager bounds the worker's resident voices, not the pool.
+    let unbounded = tts_core::pool::ResidencyLimits::unbounded();
+    let (catalog, pool) = tokio::task::spawn_blocking(move || start_pool(&pool_config, unbounded)).await??;
     catalog
         .get(&config.server.default_voice)
         .context("the default voice is not available (run scripts/fetch-assets.sh for Piper voices)")?;
@@ -199,7 +201,13 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
 
     let worker_token = crate::alerts::token_file("worker.token_file", settings.token_file.as_deref())?;
     let call_auth = tts_worker::CallAuth::new(worker_token, auth_metrics.clone());
-    let grpc = tokio::spawn(service.clone().run(listener, call_auth, shutdown_rx.clone()));
+    let grpc_tls = crate::tls::worker_server_tls(settings)?;
+    let grpc_scheme = if grpc_tls.is_some() { "TLS" } else { "plaintext" };
+    let grpc = tokio::spawn(
+        service
+            .clone()
+            .run(listener, call_auth, grpc_tls, shutdown_rx.clone()),
+    );
     let warm_started = std::time::Instant::now();
     models
         .load(&config.server.default_voice, LoadReason::Startup)
@@ -230,7 +238,7 @@ async fn serve_worker(config: Config, log: LogHandle) -> anyhow::Result<()> {
         }
         None => None,
     };
-    tracing::info!(worker = %name, listen = %grpc_addr, advertise = %advertise, admin = %admin_addr, "Worker serving.");
+    tracing::info!(worker = %name, listen = %grpc_addr, advertise = %advertise, admin = %admin_addr, transport = grpc_scheme, "Worker serving.");
     println!("ttsd ready: grpc={grpc_addr} admin=http://{admin_addr}");
 
     wait_for_signal().await;

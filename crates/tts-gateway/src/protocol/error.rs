@@ -43,6 +43,9 @@ pub enum SessionError {
     ShuttingDown,
     #[error("the server is at its limit of {0} concurrent sessions")]
     AtSessionLimit(usize),
+    /// Admission on measured engine headroom refused the session.
+    #[error("the server's engines have no headroom for another session; try again later or elsewhere")]
+    NoEngineHeadroom,
     /// The pool did not take a chunk.
     #[error(transparent)]
     Submit(#[from] SubmitError),
@@ -70,7 +73,9 @@ impl SessionError {
             SessionError::NoNewUtterance
             | SessionError::ShuttingDown
             | SessionError::AtSessionLimit(_)
-            | SessionError::Submit(SubmitError::QueueFull(_)) => ErrorCode::Overloaded,
+            | SessionError::NoEngineHeadroom
+            | SessionError::Submit(SubmitError::QueueFull(_))
+            | SessionError::Submit(SubmitError::VoicesInUse(_)) => ErrorCode::Overloaded,
             SessionError::Submit(SubmitError::ShutDown) => ErrorCode::InternalError,
             SessionError::Synthesis {
                 error: EngineError::WorkerUnavailable(_),
@@ -140,8 +145,13 @@ mod tests {
             (SessionError::NoNewUtterance, ErrorCode::Overloaded),
             (SessionError::ShuttingDown, ErrorCode::Overloaded),
             (SessionError::AtSessionLimit(16), ErrorCode::Overloaded),
+            (SessionError::NoEngineHeadroom, ErrorCode::Overloaded),
             (
                 SessionError::Submit(SubmitError::QueueFull(64)),
+                ErrorCode::Overloaded,
+            ),
+            (
+                SessionError::Submit(SubmitError::VoicesInUse(2)),
                 ErrorCode::Overloaded,
             ),
             (

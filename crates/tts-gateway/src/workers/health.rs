@@ -51,6 +51,7 @@ async fn check(shared: Arc<Shared>, worker: Arc<WorkerHandle>) {
             metrics.health_check(&worker.label, CheckOutcome::failed);
             metrics.rpc_error(&worker.label, Method::health_check, status.code());
             set_up(&worker, false);
+            worker.note_failure(&status);
             return;
         }
         Err(_) => {

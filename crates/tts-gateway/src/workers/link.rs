@@ -22,15 +22,10 @@ use tts_proto::v1::{
     ControlRequest, EndSessionRequest, StartSessionRequest, SynthesizeRequest, SynthesizeResponse,
 };
 
+use super::inbox::{Inbox, Next};
 use super::metrics::{FailoverReason, Method};
 use super::{Shared, WorkerHandle};
 use crate::protocol::Command;
-
-pub(crate) enum LinkMessage {
-    Job(Job),
-    Control(Command),
-    End,
-}
 
 /// An open Synthesize stream on one worker.
 struct Conn {
@@ -61,23 +56,22 @@ struct Link {
     conn: Option<Conn>,
     open: Option<Open>,
     next_chunk_id: u64,
+    /// The session is paused (no stall deadline then).
     paused: bool,
+    /// What the current worker was last told: PAUSE (true) or RESUME (false); a new stream starts false.
+    worker_paused: bool,
     /// Workers that failed the open chunk; not tried again for it (a new chunk starts with a clean slate,
     /// and routing skips workers that are still down anyway).
     failed: Vec<String>,
 }
 
 enum Wake {
-    Message(Option<LinkMessage>),
+    Message(Next),
     Response(Result<Option<SynthesizeResponse>, Status>),
     Stalled,
 }
 
-pub(super) async fn run(
-    shared: Arc<Shared>,
-    session_id: Arc<str>,
-    mut inbox: mpsc::UnboundedReceiver<LinkMessage>,
-) {
+pub(super) async fn run(shared: Arc<Shared>, session_id: Arc<str>, inbox: Arc<Inbox>) {
     let mut link = Link {
         shared,
         session_id,
@@ -85,19 +79,21 @@ pub(super) async fn run(
         open: None,
         next_chunk_id: 1,
         paused: false,
+        worker_paused: false,
         failed: Vec::new(),
     };
     loop {
         let stall_at = link.stall_deadline();
         let wake = tokio::select! {
-            message = inbox.recv() => Wake::Message(message),
+            next = inbox.next() => Wake::Message(next),
             response = next_response(&mut link.conn) => Wake::Response(response),
             () = sleep_or_never(stall_at) => Wake::Stalled,
         };
         match wake {
-            Wake::Message(Some(LinkMessage::Job(job))) => link.start(job).await,
-            Wake::Message(Some(LinkMessage::Control(command))) => link.control(command).await,
-            Wake::Message(Some(LinkMessage::End) | None) => break,
+            Wake::Message(Next::Job(job)) => link.start(job).await,
+            Wake::Message(Next::Stop) => link.stop().await,
+            Wake::Message(Next::Pause(paused)) => link.pause(paused).await,
+            Wake::Message(Next::End) => break,
             Wake::Response(Ok(Some(response))) => link.on_response(response),
             // Only a worker that is shutting down closes a stream cleanly.
             Wake::Response(Ok(None)) => {
@@ -120,6 +116,7 @@ pub(super) async fn run(
             Wake::Stalled => link.failover(FailoverReason::deadline, "no progress").await,
         }
     }
+    inbox.close();
     link.close().await;
 }
 
@@ -151,6 +148,7 @@ impl Link {
         self.open = None;
         self.failed.clear();
         if job.cancel.is_cancelled() {
+            self.shared.metrics.chunks_discarded(1);
             return;
         }
         let chunk_id = self.next_chunk_id;
@@ -220,6 +218,7 @@ impl Link {
                         );
                     }
                     self.conn = Some(conn);
+                    self.worker_paused = false;
                     return;
                 }
                 Err(status) => {
@@ -298,6 +297,7 @@ impl Link {
                     Ok(stats) => stats,
                     Err(reason) => return self.fail_invalid(label, reason),
                 };
+                self.shared.metrics.engine_busy(label, stats.engine_time);
                 if let (Some(first), Some(worker_first)) =
                     (open.first_audio_at, finished.worker_first_audio_seconds)
                     && let Ok(worker_first) = reported(worker_first, "worker_first_audio_seconds")
@@ -390,18 +390,28 @@ impl Link {
         }
     }
 
-    /// Forwards a control and waits for it, so a chunk sent after a STOP is never cancelled by it.
-    async fn control(&mut self, command: Command) {
-        match command {
-            Command::Pause => self.paused = true,
-            Command::Resume => {
-                self.paused = false;
-                if let Some(open) = &mut self.open {
-                    open.last_activity = Instant::now();
-                }
-            }
-            Command::Stop => self.open = None,
+    /// Forwards a STOP and waits for it, so a chunk sent after it is never cancelled by it.
+    async fn stop(&mut self) {
+        self.open = None;
+        self.send_control(Command::Stop).await;
+    }
+
+    /// The session's PAUSE/RESUME state, however many messages it stands for: one call when the worker was
+    /// told otherwise.
+    async fn pause(&mut self, paused: bool) {
+        self.paused = paused;
+        if !paused && let Some(open) = &mut self.open {
+            open.last_activity = Instant::now();
         }
+        if paused == self.worker_paused || self.conn.is_none() {
+            return;
+        }
+        self.worker_paused = paused;
+        let command = if paused { Command::Pause } else { Command::Resume };
+        self.send_control(command).await;
+    }
+
+    async fn send_control(&mut self, command: Command) {
         let Some(conn) = &self.conn else {
             return;
         };

@@ -3,6 +3,7 @@
 //! stale series). The `worker` label is bounded: past [`MAX_LABELLED_WORKERS`] names, `other`.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -93,6 +94,12 @@ pub struct RemoteMetrics {
     failovers: Family<FailoverLabels, Counter>,
     failover_gap: Histogram,
     hop: Family<WorkerLabels, Histogram>,
+    engine_busy: Family<WorkerLabels, Counter<f64, AtomicU64>>,
+    discarded: Counter,
+    inbox_full: Counter,
+    coalesced: Counter,
+    /// Sum of `engine_busy` over workers, in nanoseconds, for [`RemoteMetrics::totals`].
+    busy_nanos: Arc<AtomicU64>,
     labelled: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -105,6 +112,11 @@ impl RemoteMetrics {
             failovers: Family::default(),
             failover_gap: Histogram::new(GAP_BUCKETS),
             hop: Family::new_with_constructor(|| Histogram::new(HOP_BUCKETS)),
+            engine_busy: Family::default(),
+            discarded: Counter::default(),
+            inbox_full: Counter::default(),
+            coalesced: Counter::default(),
+            busy_nanos: Arc::default(),
             labelled: Arc::default(),
         };
         registry.register_with_unit(
@@ -140,7 +152,65 @@ impl RemoteMetrics {
             Unit::Seconds,
             metrics.hop.clone(),
         );
+        metrics.register_link(registry);
         metrics
+    }
+
+    fn register_link(&self, registry: &mut Registry) {
+        registry.register_with_unit(
+            "tts_worker_engine_busy",
+            "Engine seconds each worker reported for this gateway's finished chunks",
+            Unit::Seconds,
+            self.engine_busy.clone(),
+        );
+        registry.register(
+            "tts_worker_chunks_discarded",
+            "Chunks this gateway dropped before sending them to a worker, because the session had stopped them",
+            self.discarded.clone(),
+        );
+        registry.register(
+            "tts_worker_link_inbox_full",
+            "Chunks refused because a session's worker link already had workers.link_inbox_capacity jobs queued (the utterance fails with OVERLOADED)",
+            self.inbox_full.clone(),
+        );
+        registry.register(
+            "tts_worker_link_controls_coalesced",
+            "PAUSE, RESUME and STOP messages merged into one not yet sent to the worker instead of costing a Control call each",
+            self.coalesced.clone(),
+        );
+    }
+
+    pub(crate) fn engine_busy(&self, worker: &str, engine_time: Duration) {
+        let labels = WorkerLabels {
+            worker: worker.to_owned(),
+        };
+        self.engine_busy
+            .get_or_create(&labels)
+            .inc_by(engine_time.as_secs_f64());
+        let nanos = u64::try_from(engine_time.as_nanos()).unwrap_or(u64::MAX);
+        self.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn chunks_discarded(&self, count: usize) {
+        if count > 0 {
+            self.discarded.inc_by(count as u64);
+        }
+    }
+
+    pub(crate) fn inbox_full(&self) {
+        self.inbox_full.inc();
+    }
+
+    pub(crate) fn control_coalesced(&self) {
+        self.coalesced.inc();
+    }
+
+    /// Chunks discarded and engine busy seconds so far, over all workers.
+    pub(crate) fn totals(&self) -> (u64, f64) {
+        (
+            self.discarded.get(),
+            self.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        )
     }
 
     /// The label value for a worker name: the name, until too many distinct names were seen.
@@ -194,6 +264,9 @@ impl RemoteMetrics {
 
     /// Series of a newly known worker, at zero.
     pub(crate) fn worker_known(&self, worker: &str) {
+        let _ = self.engine_busy.get_or_create(&WorkerLabels {
+            worker: worker.to_owned(),
+        });
         for reason in [
             FailoverReason::unavailable,
             FailoverReason::deadline,

@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus_client::registry::Registry;
 use tts_core::engine::EngineSettings;
-use tts_core::pool::{Pool, PoolConfig};
+use tts_core::pool::{Pool, PoolConfig, ResidencyLimits};
 use tts_core::voices::EngineKind;
 use tts_test_support::Scrape;
 
@@ -416,11 +416,8 @@ async fn the_pool_loader_warms_and_drops_a_real_voice() {
         Pool::start(PoolConfig {
             threads: 2,
             queue_capacity: 16,
-            engine: EngineSettings {
-                onnx_intra_threads: 1,
-                onnx_quiet_intra_threads: 1,
-                piper_noise: None,
-            },
+            engine: EngineSettings::default(),
+            residency: ResidencyLimits::unbounded(),
         })
         .unwrap(),
     );
@@ -469,11 +466,8 @@ async fn the_pool_loader_reports_a_missing_voice_as_not_found() {
         Pool::start(PoolConfig {
             threads: 1,
             queue_capacity: 16,
-            engine: EngineSettings {
-                onnx_intra_threads: 1,
-                onnx_quiet_intra_threads: 1,
-                piper_noise: None,
-            },
+            engine: EngineSettings::default(),
+            residency: ResidencyLimits::unbounded(),
         })
         .unwrap(),
     );

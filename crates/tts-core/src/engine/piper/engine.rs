@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use ort::ep;
 use ort::session::Session;
+use ort::session::builder::PrepackedWeights;
 use ort::value::{DynTensor, Tensor};
 
 use super::split;
@@ -96,26 +98,74 @@ enum Model {
 /// instance of the voice; a first chunk uses them only when they are free.
 static QUIET: Mutex<Option<HashMap<String, Arc<Mutex<Model>>>>> = Mutex::new(None);
 
-/// Drops the voice's quiet sessions (when the pool unloads the voice); instances still running keep
-/// theirs until they are dropped.
+/// Voice id → the container its sessions share prepacked weights through, so the weights ONNX Runtime
+/// repacks for its kernels exist once per voice rather than once per session.
+static PREPACKED: Mutex<Option<HashMap<String, PrepackedWeights>>> = Mutex::new(None);
+
+/// Drops the voice's process-wide state, its quiet sessions and shared prepacked weights (when the pool
+/// unloads the voice); instances still running keep theirs until they are dropped.
 pub fn drop_quiet_sessions(voice: &str) {
     if let Some(map) = QUIET.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
         map.remove(voice);
+    }
+    if let Some(map) = PREPACKED.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        map.remove(voice);
+    }
+}
+
+fn prepacked(voice: &str) -> PrepackedWeights {
+    let mut guard = PREPACKED.lock().unwrap_or_else(PoisonError::into_inner);
+    guard
+        .get_or_insert_with(HashMap::new)
+        .entry(voice.to_owned())
+        .or_insert_with(PrepackedWeights::new)
+        .clone()
+}
+
+/// How a voice's ONNX Runtime sessions are built.
+#[derive(Clone)]
+pub(super) struct SessionOptions {
+    pub(super) threads: usize,
+    /// ONNX Runtime's CPU arena and memory-pattern planning ([`EngineSettings::onnx_cpu_arena`]).
+    pub(super) arena: bool,
+    /// Shared by every session of one voice.
+    pub(super) prepacked: Option<PrepackedWeights>,
+}
+
+impl SessionOptions {
+    pub(super) fn new(voice: &str, settings: &EngineSettings) -> Self {
+        Self {
+            threads: settings.onnx_intra_threads,
+            arena: settings.onnx_cpu_arena,
+            prepacked: settings.onnx_share_prepacked.then(|| prepacked(voice)),
+        }
+    }
+
+    fn with_threads(&self, threads: usize) -> Self {
+        Self {
+            threads,
+            ..self.clone()
+        }
     }
 }
 
 /// The voice's quiet sessions, built at its first load (so no chunk waits for them), decoding the way
 /// the voice's other instances do.
-fn quiet_model(voice: &str, path: &Path, threads: usize, split: bool) -> Result<Arc<Mutex<Model>>, String> {
+fn quiet_model(
+    voice: &str,
+    path: &Path,
+    options: &SessionOptions,
+    split: bool,
+) -> Result<Arc<Mutex<Model>>, String> {
     let mut guard = QUIET.lock().unwrap_or_else(PoisonError::into_inner);
     let map = guard.get_or_insert_with(HashMap::new);
     if let Some(model) = map.get(voice) {
         return Ok(model.clone());
     }
     let model = if split {
-        Model::Split(split_sessions(path, threads)?)
+        Model::Split(split_sessions(path, options)?)
     } else {
-        Model::Whole(session(threads, Err(path))?)
+        Model::Whole(session(options, Err(path))?)
     };
     let model = Arc::new(Mutex::new(model));
     map.insert(voice.to_owned(), model.clone());
@@ -139,11 +189,18 @@ pub(in crate::engine) struct PiperEngine {
     speed: f32,
 }
 
-pub(super) fn session(threads: usize, model: Result<&[u8], &Path>) -> Result<Session, String> {
+pub(super) fn session(options: &SessionOptions, model: Result<&[u8], &Path>) -> Result<Session, String> {
     let env = environment().map_err(|e| e.to_string())?;
+    let cpu = ep::CPU::default().with_arena_allocator(options.arena).build();
     Session::builder(env)
-        .and_then(|b| b.with_intra_threads(threads.max(1)).map_err(Into::into))
+        .and_then(|b| b.with_intra_threads(options.threads.max(1)).map_err(Into::into))
         .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+        .and_then(|b| b.with_execution_providers([cpu]).map_err(Into::into))
+        .and_then(|b| b.with_memory_pattern(options.arena).map_err(Into::into))
+        .and_then(|b| match &options.prepacked {
+            Some(weights) => b.with_prepacked_weights(weights).map_err(Into::into),
+            None => Ok(b),
+        })
         .and_then(|mut b| match model {
             Ok(bytes) => b.commit_from_memory(bytes),
             Err(path) => b.commit_from_file(path),
@@ -187,13 +244,13 @@ pub(super) fn feeds(
 }
 
 /// Splits the model and builds its two sessions; the error says why the voice must run whole.
-fn split_sessions(model: &Path, threads: usize) -> Result<SplitSessions, String> {
+fn split_sessions(model: &Path, options: &SessionOptions) -> Result<SplitSessions, String> {
     let bytes = std::fs::read(model).map_err(|e| e.to_string())?;
     let parts = split::split(&bytes)?;
     drop(bytes);
     Ok(SplitSessions {
-        encoder: session(threads, Ok(&parts.encoder)).map_err(|e| format!("first part: {e}"))?,
-        decoder: session(threads, Ok(&parts.decoder)).map_err(|e| format!("decoder: {e}"))?,
+        encoder: session(options, Ok(&parts.encoder)).map_err(|e| format!("first part: {e}"))?,
+        decoder: session(options, Ok(&parts.decoder)).map_err(|e| format!("decoder: {e}"))?,
         latent: parts.latent,
         extra: parts.extra,
     })
@@ -235,13 +292,13 @@ impl PiperEngine {
             config.noise_w = noise.noise_w;
         }
         environment()?;
-        let threads = settings.onnx_intra_threads;
+        let options = SessionOptions::new(&voice.id, settings);
         let split = match known(&voice.id) {
             Some(Err(_)) => None,
-            Some(Ok(())) => split_sessions(&model_path, threads).ok(),
+            Some(Ok(())) => split_sessions(&model_path, &options).ok(),
             None => {
-                let outcome =
-                    split_sessions(&model_path, threads).and_then(|mut s| check(&mut s, &config).map(|()| s));
+                let outcome = split_sessions(&model_path, &options)
+                    .and_then(|mut s| check(&mut s, &config).map(|()| s));
                 let (split, recorded) = match outcome {
                     Ok(s) => (Some(s), Ok(())),
                     Err(reason) => (None, Err(reason)),
@@ -252,12 +309,13 @@ impl PiperEngine {
         };
         let model = match split {
             Some(sessions) => Model::Split(sessions),
-            None => Model::Whole(session(threads, Err(&model_path)).map_err(&load_err)?),
+            None => Model::Whole(session(&options, Err(&model_path)).map_err(&load_err)?),
         };
         let quiet_threads = settings.onnx_quiet_intra_threads;
-        let quiet = if quiet_threads > threads {
+        let quiet = if quiet_threads > options.threads {
             let split = matches!(model, Model::Split(_));
-            Some(quiet_model(&voice.id, &model_path, quiet_threads, split).map_err(&load_err)?)
+            let quiet_options = options.with_threads(quiet_threads);
+            Some(quiet_model(&voice.id, &model_path, &quiet_options, split).map_err(&load_err)?)
         } else {
             None
         };

@@ -47,6 +47,7 @@ fn settings() -> EngineSettings {
             noise_scale: 0.0,
             noise_w: 0.0,
         }),
+        ..EngineSettings::default()
     }
 }
 
@@ -103,9 +104,10 @@ fn the_shipped_voice_splits_at_its_decoder_and_windows_need_their_overlap() {
         bytes.len()
     );
 
+    let options = super::engine::SessionOptions::new("test-split", &settings());
     let mut sessions = SplitSessions {
-        encoder: super::engine::session(1, Ok(&parts.encoder)).unwrap(),
-        decoder: super::engine::session(1, Ok(&parts.decoder)).unwrap(),
+        encoder: super::engine::session(&options, Ok(&parts.encoder)).unwrap(),
+        decoder: super::engine::session(&options, Ok(&parts.decoder)).unwrap(),
         latent: parts.latent,
         extra: parts.extra,
     };

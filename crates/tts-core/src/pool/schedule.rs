@@ -1,0 +1,98 @@
+//! The queue: earliest deadline first, where a chunk's deadline is when its session runs out of audio.
+//!
+//! A session that is already playing has slack: the audio synthesised for it so far lasts until some
+//! moment, and its next chunk is needed only then. A session with nothing left to play (a new utterance,
+//! or one that already ran dry) needs its chunk now. So each job's deadline is the later of its submit
+//! time and its session's playback end, estimated from the audio the pool has produced for the session
+//! (played in real time from its first piece); a STOP (a new cancel generation) clears the estimate.
+//! Jobs due at once run in arrival order. With one job per session queued at a time, this is round-robin
+//! among sessions that are short of audio, and a burst of new utterances never starves sessions that are
+//! about to underrun, while a session with seconds of audio buffered never delays a new one's first audio.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Queued;
+
+/// Sessions whose audio ran out this long ago are forgotten (their next chunk is due at once anyway).
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// When a session's synthesised audio runs out, for the cancel generation it was produced in.
+#[derive(Debug, Clone, Copy)]
+struct Playback {
+    end: Instant,
+    generation: u64,
+}
+
+/// Orders jobs by (deadline, arrival).
+#[derive(Default)]
+pub(super) struct Queue {
+    jobs: BTreeMap<(Instant, u64), Queued>,
+    next_seq: u64,
+    playback: HashMap<Arc<str>, Playback>,
+    /// When `playback` was last pruned (None: never).
+    pruned: Option<Instant>,
+    pub(super) closed: bool,
+}
+
+impl Queue {
+    pub(super) fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// When `queued`'s session runs out of audio (its submit time when it has none left).
+    fn deadline(&self, queued: &Queued) -> Instant {
+        let job = &queued.job;
+        match self.playback.get(&job.session_id) {
+            Some(p) if p.generation == job.cancel.generation() => p.end.max(queued.enqueued),
+            _ => queued.enqueued,
+        }
+    }
+
+    pub(super) fn push(&mut self, queued: Queued) {
+        let key = (self.deadline(&queued), self.next_seq);
+        self.next_seq += 1;
+        self.jobs.insert(key, queued);
+    }
+
+    pub(super) fn pop(&mut self) -> Option<Queued> {
+        self.jobs.pop_first().map(|(_, queued)| queued)
+    }
+
+    /// A job of `session` in cancel generation `generation` produced `seconds` of audio, the first of it
+    /// at `first_audio`: the session plays it after what it already had.
+    pub(super) fn played(&mut self, session: &Arc<str>, generation: u64, first_audio: Instant, seconds: f64) {
+        let length = Duration::from_secs_f64(seconds.max(0.0));
+        let entry = self.playback.entry(session.clone()).or_insert(Playback {
+            end: first_audio,
+            generation,
+        });
+        if entry.generation != generation {
+            *entry = Playback {
+                end: first_audio,
+                generation,
+            };
+        }
+        entry.end = entry.end.max(first_audio) + length;
+        self.prune(first_audio);
+    }
+
+    /// Forgets sessions whose audio ran out long ago (at most every quarter of [`FORGET_AFTER`]), so the
+    /// map stays about as small as the sessions that are playing, whether or not their end is reported.
+    fn prune(&mut self, now: Instant) {
+        if self
+            .pruned
+            .is_some_and(|at| now.saturating_duration_since(at) < FORGET_AFTER / 4)
+        {
+            return;
+        }
+        self.pruned = Some(now);
+        self.playback
+            .retain(|_, p| now.saturating_duration_since(p.end) < FORGET_AFTER);
+    }
+
+    pub(super) fn forget(&mut self, session: &str) {
+        self.playback.remove(session);
+    }
+}
