@@ -141,8 +141,9 @@ async fn ill_timed_controls_and_bad_message_floods_end_only_the_flooding_session
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_much_pending_text_and_too_many_queued_utterances_are_refused_and_the_session_goes_on() {
+    // Every one of 40 texts sent at once is answered: the error-reply bound is raised out of the way.
     let config = "[gateway]\nmax_text_chars = 1000\nmax_pending_chars = 3000\nmax_queued_utterances = 4\n\
-                  max_bad_messages = 1000\n";
+                  max_bad_messages = 1000\nmax_error_replies_per_second = 1000\n";
     let stand = Stand::start("pending", config, &[]).await;
     let before = stand.scrape();
     let refused = stand
