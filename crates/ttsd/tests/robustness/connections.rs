@@ -216,7 +216,7 @@ async fn a_flood_of_sessions_past_max_sessions_is_refused_with_overloaded() {
             .sum("tts_sessions_refused_total", &[("reason", "overloaded")]),
         refused as f64
     );
-    let warned = stand.log_lines(&["Refused a session: at the session limit."]);
+    let warned = stand.log_lines(&["Refused a session: at an admission limit."]);
     assert_eq!(warned.len(), refused, "one WARN per refusal");
 }
 
