@@ -31,6 +31,32 @@ pub(crate) enum Inbound {
     Abuse,
     /// The client closed the connection or it broke.
     Closed,
+    /// The client broke the WebSocket protocol: the connection is closed with this code.
+    Violation(Violation),
+}
+
+/// A WebSocket protocol violation by the client and the close code it gets (RFC 6455, section 7.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Violation {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+}
+
+impl Violation {
+    /// What the WebSocket layer's read error means for the client; `None` when the connection simply
+    /// went away (reset, closed without a close frame).
+    pub(crate) fn of(error: &tungstenite::Error) -> Option<Violation> {
+        use tungstenite::error::ProtocolError;
+        let (code, reason) = match error {
+            // The client went away without a close frame: a disconnect, not a violation to answer.
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return None,
+            tungstenite::Error::Capacity(_) => (1009, "message too big"),
+            tungstenite::Error::Utf8(_) => (1007, "invalid UTF-8 in a text message"),
+            tungstenite::Error::Protocol(_) => (1002, "WebSocket protocol error"),
+            _ => return None,
+        };
+        Some(Violation { code, reason })
+    }
 }
 
 pub(crate) async fn read_loop(
@@ -51,7 +77,18 @@ pub(crate) async fn read_loop(
             }
             Ok(Message::Binary(_)) => Inbound::Rejected(SessionError::BinaryMessage.into()),
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Close(_)) => break,
+            Err(error) => {
+                let inner = error.into_inner();
+                match inner.downcast_ref::<tungstenite::Error>().and_then(Violation::of) {
+                    Some(violation) => {
+                        metrics.message_received(MessageIn::Invalid);
+                        let _ = tx.send(Inbound::Violation(violation)).await;
+                        return;
+                    }
+                    None => break,
+                }
+            }
         };
         if let Inbound::Message {
             message: ClientMessage::Control(Command::Stop),
@@ -120,5 +157,37 @@ fn check_text(text: &str, read_at: Instant, config: &GatewayConfig) -> Inbound {
         }
         Ok(message) => Inbound::Message { message, read_at },
         Err(rejection) => Inbound::Rejected(rejection),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Violation;
+    use tungstenite::error::{CapacityError, ProtocolError};
+
+    fn code(error: tungstenite::Error) -> Option<u16> {
+        Violation::of(&error).map(|violation| violation.code)
+    }
+
+    #[test]
+    fn protocol_violations_get_their_close_codes_and_disconnects_get_none() {
+        let too_big = CapacityError::MessageTooLong { size: 9, max_size: 8 };
+        assert_eq!(code(tungstenite::Error::Capacity(too_big)), Some(1009));
+        assert_eq!(code(tungstenite::Error::Utf8("bad".to_owned())), Some(1007));
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::UnexpectedContinueFrame
+            )),
+            Some(1002)
+        );
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            None
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(code(tungstenite::Error::Io(reset)), None);
+        assert_eq!(code(tungstenite::Error::ConnectionClosed), None);
     }
 }

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use axum::extract::ws::{CloseFrame, Message};
+use futures_util::SinkExt;
+use tokio::time::{Instant, timeout};
 
-use super::super::reader::Inbound;
+use super::super::reader::{Inbound, Violation};
 use super::super::utterances::Caps;
 use super::{Disconnected, Driver, EndReason};
 use crate::metrics::{DropReason, Transport};
@@ -19,6 +21,7 @@ impl Driver {
     pub(super) async fn on_inbound(&mut self, inbound: Inbound) -> Result<Option<EndReason>, Disconnected> {
         match inbound {
             Inbound::Closed => return Ok(Some(EndReason::ClientClosed)),
+            Inbound::Violation(violation) => return Err(self.close_for(violation).await),
             Inbound::Abuse => return self.too_many_errors().await.map(Some),
             Inbound::Rejected(rejection) => self.reject(rejection).await?,
             Inbound::Message { message, read_at } => match message {
@@ -36,6 +39,27 @@ impl Driver {
             },
         }
         Ok(None)
+    }
+
+    /// Closes the connection with the violation's close code: the socket can carry nothing else, so no
+    /// `session_end` precedes it.
+    async fn close_for(&mut self, violation: Violation) -> Disconnected {
+        tracing::info!(
+            session_id = %self.session_id,
+            close_code = violation.code,
+            reason = violation.reason,
+            "Closing a session: the client broke the WebSocket protocol."
+        );
+        let frame = CloseFrame {
+            code: violation.code,
+            reason: violation.reason.into(),
+        };
+        let _ = timeout(
+            Duration::from_secs(1),
+            self.sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+        Disconnected(EndReason::ClientClosed)
     }
 
     fn on_text(&mut self, text: &str, is_final: bool, read_at: Instant) -> Result<(), SessionError> {
