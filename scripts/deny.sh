@@ -16,4 +16,4 @@ if [ -n "$(ls -A "$db" 2>/dev/null)" ]; then
 else
     echo "deny.sh: no advisory database in $db (GitHub is unreachable here); advisories not checked"
 fi
-exec cargo deny --locked check --disable-fetch "${checks[@]}"
+exec cargo deny --locked --offline check "${checks[@]}"
