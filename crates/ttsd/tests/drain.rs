@@ -62,6 +62,13 @@ async fn sigterm_drains_open_utterances_and_refuses_new_work() {
         Event::SessionEnd { reason, .. } if reason == "server_shutdown"
     ));
 
+    // Counted while the server drains (the admin port answers until the drain is over).
+    let metrics = http_get(&server.admin_base, "/metrics").unwrap().body;
+    assert!(
+        metrics.contains("tts_sessions_refused_total{reason=\"draining\"} 1"),
+        "the refusal is counted"
+    );
+
     // The speaking session may not start a new utterance, but the open one plays to its end.
     speaking.send_text("And one more thing.", true).await.unwrap();
     let mut refused = false;
@@ -87,11 +94,5 @@ async fn sigterm_drains_open_utterances_and_refuses_new_work() {
     assert!(refused, "new text during the drain is refused");
     assert_eq!(end, "server_shutdown");
     assert!(frames > 100, "a long utterance played: {frames} frames");
-
-    let metrics = http_get(&server.admin_base, "/metrics").unwrap().body;
-    assert!(
-        metrics.contains("tts_sessions_refused_total{reason=\"draining\"} 1"),
-        "the refusal is counted"
-    );
     assert_eq!(server.terminate(WAIT), Some(0), "the process exits cleanly");
 }

@@ -298,7 +298,12 @@ impl Connection {
                     return;
                 }
             }
-            () = stopped(&mut shutdown) => return,
+            () = stopped(&mut shutdown) => {
+                // A request whose head is already being read is answered; an idle socket closes at once.
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout_at(deadline, connection).await;
+                return;
+            }
         }
         drop(pending_slot);
         tokio::select! {
