@@ -47,6 +47,11 @@ async fn expect_error(client: &mut StreamClient, code: &str) -> String {
 /// The session still works: a short text plays to its end.
 async fn speaks(client: &mut StreamClient, kind: &str) {
     client.send_text("Still here.", true).await.unwrap();
+    plays_to_its_end(client, kind).await;
+}
+
+/// The utterance for a text already sent plays to its end.
+async fn plays_to_its_end(client: &mut StreamClient, kind: &str) {
     let utterance = read_utterance(client).await;
     assert!(
         matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"),

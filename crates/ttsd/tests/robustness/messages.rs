@@ -11,7 +11,7 @@ use tts_test_support::{Event, StreamClient};
 
 use crate::common::{ESPEAK, WAIT, assert_frames_well_formed, connect, read_utterance};
 use crate::harness::Stand;
-use crate::{close_code, expect_error, raw_socket, speaks};
+use crate::{close_code, expect_error, plays_to_its_end, raw_socket, speaks};
 
 /// Bad messages of one kind, each answered with `INVALID_MESSAGE` naming the problem.
 const MALFORMED: &[(&str, &[(&str, &str)])] = &[
@@ -163,7 +163,7 @@ async fn oversize_and_fragmented_messages_are_answered_or_cut_off_at_the_documen
                 let frame = WsFrame::message(part.as_bytes().to_vec(), opcode, fin);
                 client.send_raw(Message::Frame(frame)).await.unwrap();
             }
-            speaks_already_sent(&mut client, "a fragmented message").await;
+            plays_to_its_end(&mut client, "a fragmented message").await;
             speaks(&mut client, "after oversize messages").await;
             client.close().await;
 
@@ -213,22 +213,6 @@ async fn a_message_over_the_hard_limit_is_closed_with_1009_as_documented() {
             assert_eq!(close_code(&mut socket).await, Some(1009));
         })
         .await;
-}
-
-/// The utterance for a text already sent plays to its end.
-async fn speaks_already_sent(client: &mut StreamClient, kind: &str) {
-    let utterance = read_utterance(client).await;
-    assert!(
-        matches!(&utterance.end, Some(Event::UtteranceEnd { reason, .. }) if reason == "completed"),
-        "{kind}: {:?} {:?}",
-        utterance.end,
-        utterance.others
-    );
-    assert!(
-        utterance.frames.len() > 10,
-        "{kind}: {} frames",
-        utterance.frames.len()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
