@@ -212,6 +212,9 @@ pub struct PoolStats {
 struct Queued {
     job: Job,
     enqueued: Instant,
+    /// When the job's session runs out of audio (its enqueue time when it has none left); set by the
+    /// queue, handed to the engine ([`Engine::set_deadline`]).
+    deadline: Instant,
 }
 
 struct Shared {
@@ -279,9 +282,11 @@ impl Pool {
             .admit(&job.voice.id, Some(&job.session_id), Instant::now())
             .map_err(|residency::AllInUse(cap)| SubmitError::VoicesInUse(cap))?;
         let evicted = evicted.map(|voice| self.shared.evict(&voice, "room"));
+        let now = Instant::now();
         let queued = Queued {
             job,
-            enqueued: Instant::now(),
+            enqueued: now,
+            deadline: now,
         };
         lanes.push(queued);
         drop(lanes);
@@ -498,7 +503,9 @@ fn engine_thread(shared: &Shared) {
         shared.busy.fetch_add(1, Ordering::Relaxed);
         let busy_since = Instant::now();
         let queue_wait = queued.enqueued.elapsed();
-        let Queued { mut job, .. } = queued;
+        let Queued {
+            mut job, deadline, ..
+        } = queued;
         let span = tracing::info_span!(
             parent: &job.parent,
             "synthesize",
@@ -514,7 +521,7 @@ fn engine_thread(shared: &Shared) {
         );
         let _entered = span.enter();
         (job.events)(JobEvent::Started { queue_wait });
-        let outcome = run_job_isolated(shared, &mut job, queue_wait, &mut resamplers);
+        let outcome = run_job_isolated(shared, &mut job, queue_wait, deadline, &mut resamplers);
         lock(&shared.residency).job_done(&job.voice.id);
         match outcome {
             Ok(stats) => {
@@ -559,9 +566,10 @@ fn run_job_isolated(
     shared: &Shared,
     job: &mut Job,
     queue_wait: Duration,
+    deadline: Instant,
     resamplers: &mut HashMap<u32, StreamResampler>,
 ) -> Result<JobStats, EngineError> {
-    let run = std::panic::AssertUnwindSafe(|| run_job(shared, job, queue_wait, resamplers));
+    let run = std::panic::AssertUnwindSafe(|| run_job(shared, job, queue_wait, deadline, resamplers));
     std::panic::catch_unwind(run).unwrap_or_else(|payload| {
         shared.panics.fetch_add(1, Ordering::Relaxed);
         resamplers.clear();
@@ -590,6 +598,7 @@ fn run_job(
     shared: &Shared,
     job: &mut Job,
     queue_wait: Duration,
+    deadline: Instant,
     resamplers: &mut HashMap<u32, StreamResampler>,
 ) -> Result<JobStats, EngineError> {
     let mut engine = take_engine(shared, &job.voice)?;
@@ -611,6 +620,7 @@ fn run_job(
     // Busy counts this thread too: quiet means nobody else is synthesising.
     engine.set_quiet(job.first && shared.busy.load(Ordering::Relaxed) <= 1);
     engine.set_speed(job.speed);
+    engine.set_deadline(deadline);
     let result = engine.synthesize(&job.text, &mut |pcm| {
         if cancel.is_cancelled() {
             return Flow::Stop;

@@ -55,8 +55,9 @@ impl Queue {
         }
     }
 
-    pub(super) fn push(&mut self, queued: Queued) {
+    pub(super) fn push(&mut self, mut queued: Queued) {
         let deadline = self.deadline(&queued);
+        queued.deadline = deadline;
         let waiting_for_first_audio = queued.job.first && deadline == queued.enqueued;
         let key = (!waiting_for_first_audio, deadline, self.next_seq);
         self.next_seq += 1;

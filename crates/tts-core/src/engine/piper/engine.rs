@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use ort::ep;
 use ort::session::Session;
 use ort::session::builder::PrepackedWeights;
 use ort::value::{DynTensor, Tensor};
 
-use super::split;
-use super::stream::{self, FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES, OVERLAP_FRAMES, SplitSessions};
+use super::stream::{self, FIRST_WINDOW_FRAMES, OVERLAP_FRAMES, SplitSessions};
 use super::{PiperVoiceConfig, environment};
+use super::{planar, split};
 use crate::engine::{Engine, EngineError, EngineSettings, Flow, phonemize_ipa};
 use crate::voices::VoiceInfo;
 
@@ -20,6 +21,9 @@ use crate::voices::VoiceInfo;
 const PIECE_SAMPLES: usize = 1024;
 /// Windowed decoding must match decoding the whole latent at least this well, or the voice runs whole.
 const MIN_SNR_DB: f64 = 30.0;
+/// The 2-D decoder computes the same function as the original; float rounding alone leaves it about
+/// 115 dB away, so anything under this is a rewrite gone wrong.
+const PLANAR_MIN_SNR_DB: f64 = 60.0;
 /// Phonemes of the sentence a split voice is checked with at its first load (about 70 latent frames, so
 /// the check crosses a window seam).
 const PROBE_PHONEMES: &str = "ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ, ænd ɹˈʌnz ɐwˈeɪ.";
@@ -42,10 +46,19 @@ impl DecoderMode {
     }
 }
 
-/// Voice id → Ok when it decodes in windows, or why it cannot. Decided at the first load of each voice.
-static MODES: Mutex<Option<HashMap<String, Result<(), String>>>> = Mutex::new(None);
+/// How a voice decodes, decided at its first load.
+#[derive(Debug, Clone)]
+struct Decision {
+    /// Ok when it decodes in windows, or why it cannot.
+    split: Result<(), String>,
+    /// Its decoder runs as 2-D convolutions ([`planar`]).
+    planar: bool,
+}
 
-fn modes() -> MutexGuard<'static, Option<HashMap<String, Result<(), String>>>> {
+/// Voice id → how it decodes.
+static MODES: Mutex<Option<HashMap<String, Decision>>> = Mutex::new(None);
+
+fn modes() -> MutexGuard<'static, Option<HashMap<String, Decision>>> {
     MODES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -54,8 +67,8 @@ pub fn piper_decoder_modes() -> Vec<(String, DecoderMode)> {
     let mut out: Vec<(String, DecoderMode)> = modes()
         .iter()
         .flatten()
-        .map(|(voice, outcome)| {
-            let mode = if outcome.is_ok() {
+        .map(|(voice, decision)| {
+            let mode = if decision.split.is_ok() {
                 DecoderMode::Streaming
             } else {
                 DecoderMode::Whole
@@ -68,24 +81,34 @@ pub fn piper_decoder_modes() -> Vec<(String, DecoderMode)> {
 }
 
 /// Records the first decision for `model`, logging it once (a WARN when the voice cannot stream).
-fn record(voice: &str, outcome: Result<(), String>) {
+fn record(voice: &str, decision: Decision) {
     let mut guard = modes();
     let map = guard.get_or_insert_with(HashMap::new);
     if map.contains_key(voice) {
         return;
     }
-    match &outcome {
-        Ok(()) => tracing::info!(voice, "Piper voice decodes in windows (streaming decoder)."),
+    match &decision.split {
+        Ok(()) => tracing::info!(
+            voice,
+            planar = decision.planar,
+            "Piper voice decodes in windows (streaming decoder)."
+        ),
         Err(reason) => tracing::warn!(
             voice,
             reason = reason.as_str(),
             "Piper voice cannot stream its decoder and runs whole chunks."
         ),
     }
-    map.insert(voice.to_owned(), outcome);
+    map.insert(voice.to_owned(), decision);
 }
 
-fn known(voice: &str) -> Option<Result<(), String>> {
+/// Whether `voice`'s decoder runs as 2-D convolutions (None before its first load).
+#[cfg(test)]
+pub(super) fn planar_decoder(voice: &str) -> Option<bool> {
+    known(voice).map(|d| d.planar)
+}
+
+fn known(voice: &str) -> Option<Decision> {
     modes().as_ref()?.get(voice).cloned()
 }
 
@@ -155,17 +178,16 @@ fn quiet_model(
     voice: &str,
     path: &Path,
     options: &SessionOptions,
-    split: bool,
+    split: Option<bool>,
 ) -> Result<Arc<Mutex<Model>>, String> {
     let mut guard = QUIET.lock().unwrap_or_else(PoisonError::into_inner);
     let map = guard.get_or_insert_with(HashMap::new);
     if let Some(model) = map.get(voice) {
         return Ok(model.clone());
     }
-    let model = if split {
-        Model::Split(split_sessions(path, options)?)
-    } else {
-        Model::Whole(session(options, Err(path))?)
+    let model = match split {
+        Some(planar) => Model::Split(split_sessions(path, options, planar)?.0),
+        None => Model::Whole(session(options, Err(path))?),
     };
     let model = Arc::new(Mutex::new(model));
     map.insert(voice.to_owned(), model.clone());
@@ -187,6 +209,9 @@ pub(in crate::engine) struct PiperEngine {
     quiet_chunks: u64,
     /// Speaking rate of the next chunks ([`Engine::set_speed`]): divides the voice's `length_scale`.
     speed: f32,
+    /// When the next chunk's listener runs out of audio ([`Engine::set_deadline`]; None: a listener is
+    /// waiting).
+    deadline: Option<Instant>,
 }
 
 pub(super) fn session(options: &SessionOptions, model: Result<&[u8], &Path>) -> Result<Session, String> {
@@ -243,33 +268,130 @@ pub(super) fn feeds(
     Ok(feeds)
 }
 
-/// Splits the model and builds its two sessions; the error says why the voice must run whole.
-fn split_sessions(model: &Path, options: &SessionOptions) -> Result<SplitSessions, String> {
+/// Splits the model and builds its two sessions, the decoder rewritten to 2-D convolutions when `planar`
+/// ([`planar`]); the error says why the voice must run whole. Also returns the unmodified decoder when
+/// the rewrite was used, for [`check`] to compare against.
+fn split_sessions(
+    model: &Path,
+    options: &SessionOptions,
+    planar: bool,
+) -> Result<(SplitSessions, Option<Vec<u8>>), String> {
     let bytes = std::fs::read(model).map_err(|e| e.to_string())?;
     let parts = split::split(&bytes)?;
     drop(bytes);
-    Ok(SplitSessions {
-        encoder: session(options, Ok(&parts.encoder)).map_err(|e| format!("first part: {e}"))?,
-        decoder: session(options, Ok(&parts.decoder)).map_err(|e| format!("decoder: {e}"))?,
-        latent: parts.latent,
-        extra: parts.extra,
-    })
+    let (decoder, original) = match planar.then(|| planar::rewrite(&parts.decoder)) {
+        Some(Ok(rewritten)) => (rewritten, Some(parts.decoder)),
+        Some(Err(reason)) => {
+            tracing::warn!(
+                model = %model.display(),
+                reason = reason.as_str(),
+                "Piper decoder keeps its 1-D convolutions (slower kernels)."
+            );
+            (parts.decoder, None)
+        }
+        None => (parts.decoder, None),
+    };
+    let sessions = SplitSessions::new(
+        session(options, Ok(&parts.encoder)).map_err(|e| format!("first part: {e}"))?,
+        session(options, Ok(&decoder)).map_err(|e| format!("decoder: {e}"))?,
+        parts.latent,
+        parts.extra,
+    );
+    Ok((sessions, original))
+}
+
+/// A voice's first load: split it with the 2-D decoder and check it; when only the 2-D rewrite fails
+/// its check, again without it. Returns the sessions (and whether they are 2-D) and what to record.
+fn first_split(
+    model: &Path,
+    options: &SessionOptions,
+    config: &PiperVoiceConfig,
+) -> (Option<(SplitSessions, bool)>, Decision) {
+    let attempt = |planar: bool| -> Result<(SplitSessions, bool), Check> {
+        let (mut sessions, original) = split_sessions(model, options, planar).map_err(Check::Split)?;
+        check(
+            &mut sessions,
+            config,
+            original.as_deref().map(|bytes| (bytes, options)),
+        )?;
+        Ok((sessions, original.is_some()))
+    };
+    let outcome = attempt(true).or_else(|failed| match failed {
+        Check::Planar(reason) => {
+            tracing::warn!(
+                model = %model.display(),
+                reason = reason.as_str(),
+                "Piper decoder keeps its 1-D convolutions: the 2-D rewrite did not match."
+            );
+            attempt(false)
+        }
+        split => Err(split),
+    });
+    match outcome {
+        Ok((sessions, planar)) => (
+            Some((sessions, planar)),
+            Decision {
+                split: Ok(()),
+                planar,
+            },
+        ),
+        Err(Check::Split(reason) | Check::Planar(reason)) => (
+            None,
+            Decision {
+                split: Err(reason),
+                planar: false,
+            },
+        ),
+    }
+}
+
+/// Why a voice's first-load check failed.
+enum Check {
+    /// Windowed decoding does not match whole decoding: the voice runs whole.
+    Split(String),
+    /// The 2-D rewrite of the decoder does not match the original: the voice loads without it.
+    Planar(String),
 }
 
 /// Decodes a probe sentence (no sampling noise) in windows and whole; they must agree to [`MIN_SNR_DB`].
-fn check(sessions: &mut SplitSessions, config: &PiperVoiceConfig) -> Result<(), String> {
+/// With `original` (the decoder before its 2-D rewrite), the rewritten decoder must also equal it to
+/// [`PLANAR_MIN_SNR_DB`].
+fn check(
+    sessions: &mut SplitSessions,
+    config: &PiperVoiceConfig,
+    original: Option<(&[u8], &SessionOptions)>,
+) -> Result<(), Check> {
     let (ids, _) = config.phoneme_ids(PROBE_PHONEMES);
-    let latent = sessions.encode(feeds(config, ids, [0.0, config.length_scale, 0.0])?)?;
-    let whole = sessions.decode(&latent, (0, latent.frames()), 0)?;
+    let probe = feeds(config, ids, [0.0, config.length_scale, 0.0]).map_err(Check::Split)?;
+    let latent = sessions.encode(probe).map_err(Check::Split)?;
+    let whole = sessions
+        .decode(&latent, (0, latent.frames()), 0)
+        .map_err(Check::Split)?;
+    if let Some((bytes, options)) = original {
+        let mut decoder = session(options, Ok(bytes)).map_err(Check::Planar)?;
+        let (reference, _) =
+            stream::decode_on(&mut decoder, &sessions.latent, &latent, (0, latent.frames()), 0)
+                .map_err(Check::Planar)?;
+        let snr = stream::snr_db(&reference, &whole);
+        if snr < PLANAR_MIN_SNR_DB {
+            return Err(Check::Planar(format!(
+                "the 2-D decoder is only {snr:.1} dB from the original"
+            )));
+        }
+    }
     let mut windowed = Vec::with_capacity(whole.len());
-    for window in stream::windows(latent.frames(), FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES) {
-        windowed.extend(sessions.decode(&latent, window, OVERLAP_FRAMES)?);
+    for window in stream::windows(latent.frames(), FIRST_WINDOW_FRAMES, 2 * FIRST_WINDOW_FRAMES) {
+        windowed.extend(
+            sessions
+                .decode(&latent, window, OVERLAP_FRAMES)
+                .map_err(Check::Split)?,
+        );
     }
     let snr = stream::snr_db(&whole, &windowed);
     if snr < MIN_SNR_DB {
-        return Err(format!(
+        return Err(Check::Split(format!(
             "windowed decoding is only {snr:.1} dB from whole decoding"
-        ));
+        )));
     }
     Ok(())
 }
@@ -294,28 +416,30 @@ impl PiperEngine {
         environment()?;
         let options = SessionOptions::new(&voice.id, settings);
         let split = match known(&voice.id) {
-            Some(Err(_)) => None,
-            Some(Ok(())) => split_sessions(&model_path, &options).ok(),
+            Some(Decision { split: Err(_), .. }) => None,
+            Some(Decision {
+                split: Ok(()),
+                planar,
+            }) => split_sessions(&model_path, &options, planar)
+                .ok()
+                .map(|(sessions, _)| (sessions, planar)),
             None => {
-                let outcome = split_sessions(&model_path, &options)
-                    .and_then(|mut s| check(&mut s, &config).map(|()| s));
-                let (split, recorded) = match outcome {
-                    Ok(s) => (Some(s), Ok(())),
-                    Err(reason) => (None, Err(reason)),
-                };
-                record(&voice.id, recorded);
+                let (split, decision) = first_split(&model_path, &options, &config);
+                record(&voice.id, decision);
                 split
             }
         };
-        let model = match split {
-            Some(sessions) => Model::Split(sessions),
-            None => Model::Whole(session(&options, Err(&model_path)).map_err(&load_err)?),
+        let (model, planar) = match split {
+            Some((sessions, planar)) => (Model::Split(sessions), Some(planar)),
+            None => (
+                Model::Whole(session(&options, Err(&model_path)).map_err(&load_err)?),
+                None,
+            ),
         };
         let quiet_threads = settings.onnx_quiet_intra_threads;
         let quiet = if quiet_threads > options.threads {
-            let split = matches!(model, Model::Split(_));
             let quiet_options = options.with_threads(quiet_threads);
-            Some(quiet_model(&voice.id, &model_path, &quiet_options, split).map_err(&load_err)?)
+            Some(quiet_model(&voice.id, &model_path, &quiet_options, planar).map_err(&load_err)?)
         } else {
             None
         };
@@ -328,6 +452,7 @@ impl PiperEngine {
             windows_decoded: 0,
             quiet_chunks: 0,
             speed: 1.0,
+            deadline: None,
         })
     }
 
@@ -364,20 +489,32 @@ impl PiperEngine {
             (Some(quiet), true) => quiet.try_lock().ok(),
             _ => None,
         };
+        let pace = Pace {
+            deadline: self.deadline.take().unwrap_or_else(Instant::now),
+            sample_rate: self.config.sample_rate,
+        };
         match quiet {
             Some(mut model) => {
                 self.quiet_chunks += 1;
-                run(&mut model, feeds, sink, &mut self.windows_decoded)
+                run(&mut model, feeds, pace, sink, &mut self.windows_decoded)
             }
-            None => run(&mut self.model, feeds, sink, &mut self.windows_decoded),
+            None => run(&mut self.model, feeds, pace, sink, &mut self.windows_decoded),
         }
     }
 }
 
-/// Runs one chunk through `model`, handing PCM to `sink` window by window (or all at once, whole).
+/// What sizes a chunk's decoder windows: when its listener runs out of audio, and how long a sample lasts.
+struct Pace {
+    deadline: Instant,
+    sample_rate: u32,
+}
+
+/// Runs one chunk through `model`, handing PCM to `sink` window by window (or all at once, whole), each
+/// window as large as the listener's audio in hand allows ([`stream::window_frames`]).
 fn run(
     model: &mut Model,
     feeds: Vec<(String, DynTensor)>,
+    pace: Pace,
     sink: &mut dyn FnMut(&[i16]) -> Flow,
     windows_decoded: &mut u64,
 ) -> Result<(), Failure> {
@@ -390,11 +527,20 @@ fn run(
         }
         Model::Split(sessions) => {
             let latent = sessions.encode(feeds).map_err(Failure::Inference)?;
-            for window in stream::windows(latent.frames(), FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES) {
+            let (mut start, mut first_pcm, mut emitted) = (0, None, 0usize);
+            while start < latent.frames() {
+                let now = Instant::now();
+                let played = Duration::from_secs_f64(emitted as f64 / f64::from(pace.sample_rate.max(1)));
+                let budget = stream::playback_end(pace.deadline, first_pcm, played, now) - now;
+                let size =
+                    stream::window_frames(latent.frames() - start, budget, sessions.seconds_per_frame());
                 let audio = sessions
-                    .decode(&latent, window, OVERLAP_FRAMES)
+                    .decode(&latent, (start, start + size), OVERLAP_FRAMES)
                     .map_err(Failure::Inference)?;
+                start += size;
                 *windows_decoded += 1;
+                first_pcm.get_or_insert_with(Instant::now);
+                emitted += audio.len();
                 emit(&audio, sink)?;
             }
             Ok(())
@@ -441,8 +587,12 @@ impl Engine for PiperEngine {
         self.speed = speed;
     }
 
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let clauses = phonemize_ipa(text, &self.config.espeak_voice)?;
         let phonemised = started.elapsed();
         let phonemes = clauses.join(" ");
@@ -454,11 +604,16 @@ impl Engine for PiperEngine {
             tracing::debug!(voice = %self.voice.id, missing, "Skipped phonemes the voice does not know.");
         }
         let (windows_before, quiet_before) = (self.windows_decoded, self.quiet_chunks);
-        let outcome = self.infer(ids, sink);
+        let mut samples = 0usize;
+        let outcome = self.infer(ids, &mut |pcm| {
+            samples += pcm.len();
+            sink(pcm)
+        });
         tracing::debug!(
             voice = %self.voice.id,
             phonemize_ms = phonemised.as_secs_f64() * 1e3,
             inference_ms = (started.elapsed() - phonemised).as_secs_f64() * 1e3,
+            audio_ms = samples as f64 * 1e3 / f64::from(self.config.sample_rate),
             windows = self.windows_decoded - windows_before,
             quiet = self.quiet_chunks > quiet_before,
             "Piper inference done."

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::engine::PiperEngine;
 use super::stream::{self, OVERLAP_FRAMES, SplitSessions};
-use super::{DecoderMode, PiperVoiceConfig, init_onnx_runtime, piper_decoder_modes, split};
+use super::{DecoderMode, PiperVoiceConfig, init_onnx_runtime, piper_decoder_modes, planar, split, wire};
 use crate::engine::{Engine, EngineError, EngineSettings, Flow, PiperNoise};
 use crate::voices::{EngineKind, VoiceInfo};
 
@@ -105,12 +105,12 @@ fn the_shipped_voice_splits_at_its_decoder_and_windows_need_their_overlap() {
     );
 
     let options = super::engine::SessionOptions::new("test-split", &settings());
-    let mut sessions = SplitSessions {
-        encoder: super::engine::session(&options, Ok(&parts.encoder)).unwrap(),
-        decoder: super::engine::session(&options, Ok(&parts.decoder)).unwrap(),
-        latent: parts.latent,
-        extra: parts.extra,
-    };
+    let mut sessions = SplitSessions::new(
+        super::engine::session(&options, Ok(&parts.encoder)).unwrap(),
+        super::engine::session(&options, Ok(&parts.decoder)).unwrap(),
+        parts.latent,
+        parts.extra,
+    );
     let config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).unwrap();
     let (ids, _) = config.phoneme_ids("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ.");
     let feeds = super::engine::feeds(&config, ids, [0.0, 1.0, 0.0]).unwrap();
@@ -157,16 +157,17 @@ fn streamed_audio_equals_the_whole_graph_and_an_unsplittable_voice_runs_whole_an
         "{modes:?}"
     );
 
-    let text = "Please hold while I check the schedule for tomorrow morning.";
-    let streamed = synthesize(&mut streaming, text);
-    let reference = synthesize(&mut whole, text);
+    // A listener waiting for first audio: a small first window, then windows as large as the audio in
+    // hand allows, at most `MAX_WINDOW_FRAMES` (the paragraph is over 1,000 frames, so at least three).
+    let streamed = synthesize(&mut streaming, PARAGRAPH);
+    let reference = synthesize(&mut whole, PARAGRAPH);
     assert!(
         streaming.windows_decoded() >= 3,
         "{} windows",
         streaming.windows_decoded()
     );
     assert_eq!(whole.windows_decoded(), 0);
-    assert!(reference.len() > 22_050, "{} samples", reference.len());
+    assert!(reference.len() > 10 * 22_050, "{} samples", reference.len());
     let snr = stream::snr_db(&reference, &streamed);
     eprintln!("streamed vs whole graph (16-bit PCM): {snr:.1} dB");
     assert!(
@@ -175,6 +176,15 @@ fn streamed_audio_equals_the_whole_graph_and_an_unsplittable_voice_runs_whole_an
         streamed.len(),
         reference.len()
     );
+
+    // A listener with seconds of audio in hand: a sentence decodes in one window, and sounds the same.
+    let text = "Please hold while I check the schedule for tomorrow morning.";
+    let before = streaming.windows_decoded();
+    streaming.set_deadline(std::time::Instant::now() + std::time::Duration::from_secs(10));
+    let streamed = synthesize(&mut streaming, text);
+    assert_eq!(streaming.windows_decoded() - before, 1);
+    let snr = stream::snr_db(&synthesize(&mut whole, text), &streamed);
+    assert!(snr >= 30.0, "one window vs whole graph: {snr:.1} dB");
 }
 
 #[test]
@@ -235,4 +245,66 @@ fn a_stop_during_the_first_window_stops_before_the_next_window() {
         engine.windows_decoded()
     );
     assert!(samples > 10 * 22_050, "{samples} samples");
+}
+
+#[test]
+fn the_shipped_decoder_runs_as_2d_convolutions_and_computes_the_same() {
+    let model = shipped_model();
+    let parts = split::split(&std::fs::read(&model).unwrap()).unwrap();
+    let rewritten = planar::rewrite(&parts.decoder).unwrap();
+    let options = super::engine::SessionOptions::new("test-planar", &settings());
+    let encoder = super::engine::session(&options, Ok(&parts.encoder)).unwrap();
+    let original = super::engine::session(&options, Ok(&parts.decoder)).unwrap();
+    let mut planar_decoder = super::engine::session(&options, Ok(&rewritten)).unwrap();
+    let mut sessions = SplitSessions::new(encoder, original, parts.latent.clone(), parts.extra);
+    let config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).unwrap();
+    let (ids, _) = config.phoneme_ids("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ.");
+    let latent = sessions
+        .encode(super::engine::feeds(&config, ids, [0.0, 1.0, 0.0]).unwrap())
+        .unwrap();
+    let whole = (0, latent.frames());
+    let reference = sessions.decode(&latent, whole, 0).unwrap();
+    let (audio, _) = stream::decode_on(&mut planar_decoder, &parts.latent, &latent, whole, 0).unwrap();
+    assert_eq!(audio.len(), reference.len());
+    let snr = stream::snr_db(&reference, &audio);
+    eprintln!("2-D decoder vs original: {snr:.1} dB");
+    assert!(snr >= 60.0, "{snr:.1} dB");
+    // Every convolution weight is 4-D now, and the decoder's other operators are the original ones plus
+    // one Unsqueeze of the latent and one Squeeze before the final Unsqueeze.
+    let ops = |bytes: &[u8]| -> Vec<String> {
+        let fields = wire::fields(bytes).unwrap();
+        let graph = wire::fields(
+            split::single(&fields, split::MODEL_GRAPH, "graph")
+                .unwrap()
+                .payload,
+        )
+        .unwrap();
+        let mut ops: Vec<String> = graph
+            .iter()
+            .filter(|f| f.number == split::GRAPH_NODE)
+            .map(|f| {
+                let node = wire::fields(f.payload).unwrap();
+                node.iter()
+                    .find(|n| n.number == split::NODE_OP_TYPE)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        ops.sort();
+        ops
+    };
+    let mut expected = ops(&parts.decoder);
+    expected.extend(["Squeeze".to_owned(), "Unsqueeze".to_owned()]);
+    expected.sort();
+    assert_eq!(ops(&rewritten), expected);
+}
+
+#[test]
+fn the_shipped_voice_loads_with_the_2d_decoder() {
+    let model = shipped_model();
+    let engine = PiperEngine::load(voice("test-planar-load", &model), &settings()).unwrap();
+    assert_eq!(engine.mode(), DecoderMode::Streaming);
+    assert_eq!(super::engine::planar_decoder("test-planar-load"), Some(true));
 }

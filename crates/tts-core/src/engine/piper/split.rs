@@ -26,21 +26,22 @@ pub(super) struct SplitModel {
 }
 
 // ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto field numbers (onnx.proto3).
-const MODEL_GRAPH: u32 = 7;
-const GRAPH_NODE: u32 = 1;
-const GRAPH_INITIALIZER: u32 = 5;
-const GRAPH_INPUT: u32 = 11;
-const GRAPH_OUTPUT: u32 = 12;
-const GRAPH_VALUE_INFO: u32 = 13;
-const NODE_INPUT: u32 = 1;
-const NODE_OUTPUT: u32 = 2;
-const NODE_NAME: u32 = 3;
-const NODE_OP_TYPE: u32 = 4;
-const NODE_ATTRIBUTE: u32 = 5;
+pub(super) const MODEL_GRAPH: u32 = 7;
+pub(super) const MODEL_OPSET_IMPORT: u32 = 8;
+pub(super) const GRAPH_NODE: u32 = 1;
+pub(super) const GRAPH_INITIALIZER: u32 = 5;
+pub(super) const GRAPH_INPUT: u32 = 11;
+pub(super) const GRAPH_OUTPUT: u32 = 12;
+pub(super) const GRAPH_VALUE_INFO: u32 = 13;
+pub(super) const NODE_INPUT: u32 = 1;
+pub(super) const NODE_OUTPUT: u32 = 2;
+pub(super) const NODE_NAME: u32 = 3;
+pub(super) const NODE_OP_TYPE: u32 = 4;
+pub(super) const NODE_ATTRIBUTE: u32 = 5;
 const ATTRIBUTE_GRAPH: u32 = 6;
 const ATTRIBUTE_GRAPHS: u32 = 11;
-const TENSOR_NAME: u32 = 8;
-const VALUE_INFO_NAME: u32 = 1;
+pub(super) const TENSOR_NAME: u32 = 8;
+pub(super) const VALUE_INFO_NAME: u32 = 1;
 
 struct Node<'a> {
     raw: &'a [u8],
@@ -52,9 +53,9 @@ struct Node<'a> {
 }
 
 /// A named entry of the graph (initializer, input, output or value_info) with its payload.
-struct Named<'a> {
-    name: &'a str,
-    payload: &'a [u8],
+pub(super) struct Named<'a> {
+    pub(super) name: &'a str,
+    pub(super) payload: &'a [u8],
 }
 
 /// Finds the decoder and splits `model` there; the error says why a model cannot be split.
@@ -132,7 +133,7 @@ pub(super) fn split(model: &[u8]) -> Result<SplitModel, String> {
     })
 }
 
-fn single<'a>(fields: &[Field<'a>], number: u32, what: &str) -> Result<Field<'a>, String> {
+pub(super) fn single<'a>(fields: &[Field<'a>], number: u32, what: &str) -> Result<Field<'a>, String> {
     let mut found = fields.iter().filter(|f| f.number == number);
     match (found.next(), found.next()) {
         (Some(f), None) => Ok(*f),
@@ -140,7 +141,7 @@ fn single<'a>(fields: &[Field<'a>], number: u32, what: &str) -> Result<Field<'a>
     }
 }
 
-fn named<'a>(graph: &[Field<'a>], number: u32, key: u32) -> Result<Vec<Named<'a>>, String> {
+pub(super) fn named<'a>(graph: &[Field<'a>], number: u32, key: u32) -> Result<Vec<Named<'a>>, String> {
     graph
         .iter()
         .filter(|f| f.number == number)

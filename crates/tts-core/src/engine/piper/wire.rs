@@ -14,11 +14,37 @@ pub(super) struct Field<'a> {
     pub(super) raw: &'a [u8],
     /// The payload of a length-delimited field (a string, bytes or a nested message); empty otherwise.
     pub(super) payload: &'a [u8],
+    /// The wire type (the tag's low three bits).
+    kind: u8,
 }
 
 impl<'a> Field<'a> {
     pub(super) fn as_str(&self) -> Result<&'a str, String> {
         std::str::from_utf8(self.payload).map_err(|_| format!("field {} is not UTF-8", self.number))
+    }
+
+    /// The integers of a (repeated) integer field: its value when it is a varint, every value when it is
+    /// packed.
+    pub(super) fn uints(&self) -> Result<Vec<u64>, String> {
+        let (bytes, mut at) = match self.kind {
+            VARINT => {
+                let mut at = 0;
+                varint(self.raw, &mut at)?; // the tag
+                (self.raw, at)
+            }
+            LEN => (self.payload, 0),
+            other => {
+                return Err(format!(
+                    "field {} has wire type {other}, not an integer",
+                    self.number
+                ));
+            }
+        };
+        let mut out = Vec::new();
+        while at < bytes.len() {
+            out.push(varint(bytes, &mut at)?);
+        }
+        Ok(out)
     }
 }
 
@@ -48,7 +74,8 @@ pub(super) fn fields(bytes: &[u8]) -> Result<Vec<Field<'_>>, String> {
         let start = at;
         let tag = varint(bytes, &mut at)?;
         let number = u32::try_from(tag >> 3).map_err(|_| "field number out of range")?;
-        let (payload_start, end) = match (tag & 7) as u8 {
+        let kind = (tag & 7) as u8;
+        let (payload_start, end) = match kind {
             VARINT => {
                 varint(bytes, &mut at)?;
                 (at, at)
@@ -73,6 +100,7 @@ pub(super) fn fields(bytes: &[u8]) -> Result<Vec<Field<'_>>, String> {
             number,
             raw: &bytes[start..end],
             payload,
+            kind,
         });
         at = end;
     }
@@ -117,6 +145,11 @@ mod tests {
             vec![1, 2, 3, 4]
         );
         assert_eq!(parsed[1].as_str().unwrap(), "hello");
+        assert_eq!(parsed[0].uints().unwrap(), vec![300]);
+        assert!(parsed[2].uints().is_err());
+        let mut packed = Vec::new();
+        put_len(&mut packed, 8, &[1, 0xac, 0x02, 7]);
+        assert_eq!(fields(&packed).unwrap()[0].uints().unwrap(), vec![1, 300, 7]);
         let rebuilt: Vec<u8> = parsed.iter().flat_map(|f| f.raw.iter().copied()).collect();
         assert_eq!(rebuilt, message);
     }
