@@ -13,12 +13,20 @@
 //! queued behind one that is still playing waits its turn there. Pure earliest-deadline-first across both
 //! lanes was measured worse under overload: a playing session was served only once it had run dry, so
 //! every chunk boundary underran (docs/performance.md).
+//!
+//! The first lane yields to a playing session about to run dry: when the second lane's earliest deadline
+//! is within [`GUARD`], that chunk goes first, so under heavy load new utterances wait a little longer
+//! for first audio rather than playing ones falling silent mid-sentence.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Queued;
+
+/// A playing session's chunk goes before waiting listeners' first chunks once its session has this
+/// little audio left: time for the first part and a first window on a busy machine.
+const GUARD: Duration = Duration::from_millis(800);
 
 /// Sessions whose audio ran out this long ago are forgotten (their next chunk is due at once anyway).
 const FORGET_AFTER: Duration = Duration::from_secs(60);
@@ -30,10 +38,13 @@ struct Playback {
     generation: u64,
 }
 
-/// Orders jobs by (lane, deadline, arrival).
+/// The two lanes, each ordered by (deadline, arrival).
 #[derive(Default)]
 pub(super) struct Queue {
-    jobs: BTreeMap<(bool, Instant, u64), Queued>,
+    /// First chunks of sessions with nothing left to play.
+    waiting: BTreeMap<(Instant, u64), Queued>,
+    /// Every other chunk.
+    playing: BTreeMap<(Instant, u64), Queued>,
     next_seq: u64,
     playback: HashMap<Arc<str>, Playback>,
     /// When `playback` was last pruned (None: never).
@@ -43,7 +54,7 @@ pub(super) struct Queue {
 
 impl Queue {
     pub(super) fn len(&self) -> usize {
-        self.jobs.len()
+        self.waiting.len() + self.playing.len()
     }
 
     /// When `queued`'s session runs out of audio (its submit time when it has none left).
@@ -59,13 +70,32 @@ impl Queue {
         let deadline = self.deadline(&queued);
         queued.deadline = deadline;
         let waiting_for_first_audio = queued.job.first && deadline == queued.enqueued;
-        let key = (!waiting_for_first_audio, deadline, self.next_seq);
+        let key = (deadline, self.next_seq);
         self.next_seq += 1;
-        self.jobs.insert(key, queued);
+        if waiting_for_first_audio {
+            self.waiting.insert(key, queued);
+        } else {
+            self.playing.insert(key, queued);
+        }
     }
 
     pub(super) fn pop(&mut self) -> Option<Queued> {
-        self.jobs.pop_first().map(|(_, queued)| queued)
+        self.pop_at(Instant::now())
+    }
+
+    /// The next job at `now`: the second lane's earliest when its session runs dry within [`GUARD`],
+    /// else the first lane's oldest, else the second lane's earliest.
+    pub(super) fn pop_at(&mut self, now: Instant) -> Option<Queued> {
+        let playing_due = self
+            .playing
+            .first_key_value()
+            .is_some_and(|((deadline, _), _)| *deadline <= now + GUARD);
+        if playing_due || self.waiting.is_empty() {
+            self.playing.pop_first()
+        } else {
+            self.waiting.pop_first()
+        }
+        .map(|(_, queued)| queued)
     }
 
     /// A job of `session` in cancel generation `generation` produced `seconds` of audio, the first of it

@@ -169,14 +169,14 @@ fn the_session_that_runs_out_of_audio_first_is_served_first() {
         .collect();
     assert_eq!(
         started,
-        vec!["stopped", "new", "dry", "playing"],
-        "first chunks waiting for first audio in arrival order, then the session that ran dry, then the \
-         one with a minute buffered"
+        vec!["dry", "stopped", "new", "playing"],
+        "the session that ran dry mid-utterance, then first chunks waiting for first audio in arrival \
+         order, then the one with a minute buffered"
     );
 }
 
 #[test]
-fn first_chunks_jump_the_queue_and_the_rest_keep_arrival_order() {
+fn chunks_of_dry_sessions_go_before_first_chunks_and_keep_arrival_order() {
     let pool = pool(1, 16);
     let release = block_thread(&pool);
     let (log_tx, log_rx) = mpsc::channel();
@@ -194,7 +194,8 @@ fn first_chunks_jump_the_queue_and_the_rest_keep_arrival_order() {
         .filter(|(_, kind)| kind == "started")
         .map(|(name, _)| name)
         .collect();
-    assert_eq!(started, vec!["first-c", "later-a", "later-b"]);
+    // Neither `later` session has audio left, so both are due before the new listener's first chunk.
+    assert_eq!(started, vec!["later-a", "later-b", "first-c"]);
 }
 
 #[test]
