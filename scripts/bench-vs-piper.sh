@@ -115,7 +115,8 @@ print(f"RSS after two 16-session runs: {rss[1]:.0f} MB (target <= 300), second r
 for name, label in [("no-early-chunk", "early first chunk off"), ("no-quiet-threads", "spare cores off"),
                     ("baseline", "baseline binary (no streaming decoder, no levers)")]:
     path = f"{out}/vs-piper-{name}.json"
-    if os.path.exists(path):
+    # Only files this run wrote (a baseline from an earlier run is not from this window).
+    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(f"{out}/vs-piper-library.json"):
         level = json.load(open(path))["levels"][0]
         print(f"1 session, {label}: first audio p50/p95 {level['first_audio_ms']['p50']:.1f} / {p95(level):.1f} ms "
               f"= {p95(level) / lib_p95:.2f} x Piper library's p95")

@@ -26,12 +26,16 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc reads its options from this symbol before `main`: heap profiling is armed (`prof:true`) but
 /// not sampling (`prof_active:false`, so it costs nothing) until profiling is installed with
 /// `memory = true`; then one sample per 512 KiB allocated on average (`lg_prof_sample:19`). Memory freed
-/// after a burst of synthesis goes back to the system within about a second, even when the server then
-/// sits idle: a background thread purges (`background_thread:true`), dirty pages are kept 1 s
-/// (`dirty_decay_ms:1000`, jemalloc's default is 10 s and purges only when something allocates) and
-/// not kept lazily at all (`muzzy_decay_ms:0`). Measured: RSS after two 16-session Piper runs 336 MB
-/// with jemalloc's defaults, 273 MB with these (docs/performance.md). `MALLOC_CONF` in the environment
-/// overrides any of them.
+/// after a burst of synthesis goes back to the system within a few seconds, even when the server then
+/// sits idle: a background thread purges (`background_thread:true`), dirty pages are kept 5 s
+/// (`dirty_decay_ms:5000`; jemalloc's default is 10 s and purges only when something allocates) and not
+/// kept lazily at all (`muzzy_decay_ms:0`). ONNX Runtime's tensors (its arena is off) come from here, and
+/// the decoder's are 10-20 MB each: large allocations stay in the normal arenas
+/// (`oversize_threshold:0`) rather than a dedicated one that purges them at once, so steady synthesis
+/// reuses pages instead of faulting them in and zeroing them for every window. Measured
+/// (docs/performance.md): RSS after two 16-session Piper runs 336 MB with jemalloc's defaults, 273-288 MB
+/// with these; CPU per second of audio sent at 20-22 sessions 0.090-0.093 s with a 1 s decay and the
+/// dedicated arena, 0.086-0.087 s with these. `MALLOC_CONF` in the environment overrides any of them.
 // `export_name` is unsafe in edition 2024: the symbol could clash with another definition.
 // SAFETY: nothing else in this binary defines `malloc_conf`, and jemalloc only reads it, as a
 // `const char *` to a NUL-terminated string. A `&u8` is exactly one such pointer (a `&[u8]` would also
@@ -39,7 +43,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(unsafe_code)]
 #[unsafe(export_name = "malloc_conf")]
 static MALLOC_CONF: &u8 =
-    &b"prof:true,prof_active:false,lg_prof_sample:19,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+    &b"prof:true,prof_active:false,lg_prof_sample:19,background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:0,oversize_threshold:0\0"[0];
 
 #[derive(Debug, Parser)]
 #[command(name = "ttsd", version, about = "Realtime streaming text-to-speech server")]

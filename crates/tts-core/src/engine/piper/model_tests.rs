@@ -178,7 +178,7 @@ fn streamed_audio_equals_the_whole_graph_and_an_unsplittable_voice_runs_whole_an
     );
 
     // A listener with seconds of audio in hand: a sentence decodes in one window, and sounds the same.
-    let text = "Please hold while I check the schedule for tomorrow morning.";
+    let text = "The quick brown fox jumps over the lazy dog.";
     let before = streaming.windows_decoded();
     streaming.set_deadline(std::time::Instant::now() + std::time::Duration::from_secs(10));
     let streamed = synthesize(&mut streaming, text);

@@ -338,3 +338,213 @@ fn axes_tensor() -> Vec<u8> {
     wire::put_len(&mut out, TENSOR_NAME, AXES.as_bytes());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(name: &str, dims: &[u64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &dim in dims {
+            wire::put_uint(&mut out, TENSOR_DIMS, dim);
+        }
+        wire::put_uint(&mut out, TENSOR_DATA_TYPE, 1);
+        wire::put_len(&mut out, TENSOR_NAME, name.as_bytes());
+        out
+    }
+
+    fn ints(name: &str, values: &[u64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        wire::put_len(&mut out, ATTRIBUTE_NAME, name.as_bytes());
+        for &v in values {
+            wire::put_uint(&mut out, ATTRIBUTE_INTS, v);
+        }
+        out
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str, attributes: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = small_node(op, inputs, output);
+        for attribute in attributes {
+            wire::put_len(&mut out, NODE_ATTRIBUTE, attribute);
+        }
+        out
+    }
+
+    fn value_info(name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        wire::put_len(&mut out, VALUE_INFO_NAME, name.as_bytes());
+        out
+    }
+
+    /// z → Conv(w, b) → c → LeakyRelu → l → Add(scale) → a → ConvTranspose(u) → t → Unsqueeze → y.
+    fn decoder(opset: u64, scale_dims: &[u64]) -> Vec<u8> {
+        let mut graph = Vec::new();
+        for n in [
+            node(
+                "Conv",
+                &["z", "w", "b"],
+                "c",
+                &[
+                    ints("kernel_shape", &[3]),
+                    ints("pads", &[1, 1]),
+                    ints("strides", &[1]),
+                ],
+            ),
+            node("LeakyRelu", &["c"], "l", &[]),
+            node("Add", &["l", "scale"], "a", &[]),
+            node(
+                "ConvTranspose",
+                &["a", "u"],
+                "t",
+                &[
+                    ints("kernel_shape", &[4]),
+                    ints("strides", &[2]),
+                    ints("pads", &[1, 1]),
+                ],
+            ),
+            node("Unsqueeze", &["t", "one"], "y", &[]),
+        ] {
+            wire::put_len(&mut graph, GRAPH_NODE, &n);
+        }
+        for t in [
+            tensor("w", &[2, 4, 3]),
+            tensor("b", &[2]),
+            tensor("scale", scale_dims),
+            tensor("u", &[2, 1, 4]),
+            tensor("one", &[1]),
+        ] {
+            wire::put_len(&mut graph, GRAPH_INITIALIZER, &t);
+        }
+        wire::put_len(&mut graph, GRAPH_INPUT, &value_info("z"));
+        wire::put_len(&mut graph, GRAPH_OUTPUT, &value_info("y"));
+        wire::put_len(&mut graph, GRAPH_VALUE_INFO, &value_info("c"));
+        let mut opset_import = Vec::new();
+        wire::put_uint(&mut opset_import, OPSET_VERSION, opset);
+        let mut model = Vec::new();
+        wire::put_uint(&mut model, 1, 8);
+        wire::put_len(&mut model, MODEL_GRAPH, &graph);
+        wire::put_len(&mut model, MODEL_OPSET_IMPORT, &opset_import);
+        model
+    }
+
+    /// A node as (op, inputs, output, attributes as name → ints).
+    type NodeSummary = (String, Vec<String>, String, Vec<(String, Vec<u64>)>);
+    /// An initializer's name and dims.
+    type Dims = (String, Vec<u64>);
+
+    /// Every node, initializer name → dims, and the value_info names.
+    fn summary(model: &[u8]) -> (Vec<NodeSummary>, Vec<Dims>, Vec<String>) {
+        let fields = wire::fields(model).unwrap();
+        let graph = wire::fields(single(&fields, MODEL_GRAPH, "graph").unwrap().payload).unwrap();
+        let mut nodes = Vec::new();
+        for f in graph.iter().filter(|f| f.number == GRAPH_NODE) {
+            let n = node_of(f.payload);
+            nodes.push(n);
+        }
+        let inits = named(&graph, GRAPH_INITIALIZER, TENSOR_NAME)
+            .unwrap()
+            .iter()
+            .map(|i| (i.name.to_owned(), dims(i.payload).unwrap()))
+            .collect();
+        let infos = named(&graph, GRAPH_VALUE_INFO, VALUE_INFO_NAME)
+            .unwrap()
+            .iter()
+            .map(|i| i.name.to_owned())
+            .collect();
+        (nodes, inits, infos)
+    }
+
+    fn node_of(bytes: &[u8]) -> NodeSummary {
+        let n = super::node(bytes).unwrap();
+        let attributes = n
+            .fields
+            .iter()
+            .filter(|f| f.number == NODE_ATTRIBUTE)
+            .map(|f| {
+                let a = wire::fields(f.payload).unwrap();
+                let name = a
+                    .iter()
+                    .find(|x| x.number == ATTRIBUTE_NAME)
+                    .unwrap()
+                    .as_str()
+                    .unwrap();
+                let values = a
+                    .iter()
+                    .filter(|x| x.number == ATTRIBUTE_INTS)
+                    .flat_map(|x| x.uints().unwrap())
+                    .collect();
+                (name.to_owned(), values)
+            })
+            .collect();
+        (
+            n.op_type.to_owned(),
+            n.inputs.iter().map(|s| (*s).to_owned()).collect(),
+            n.outputs[0].to_owned(),
+            attributes,
+        )
+    }
+
+    #[test]
+    fn convolutions_gain_a_height_of_one_between_an_unsqueeze_and_a_squeeze() {
+        let (nodes, inits, infos) = summary(&rewrite(&decoder(15, &[])).unwrap());
+        let ops: Vec<(&str, Vec<&str>, &str)> = nodes
+            .iter()
+            .map(|(op, inputs, output, _)| {
+                (
+                    op.as_str(),
+                    inputs.iter().map(String::as_str).collect(),
+                    output.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                ("Unsqueeze", vec!["z", AXES], "z/planar"),
+                ("Conv", vec!["z/planar", "w", "b"], "c"),
+                ("LeakyRelu", vec!["c"], "l"),
+                ("Add", vec!["l", "scale"], "a"),
+                ("ConvTranspose", vec!["a", "u"], "t"),
+                ("Squeeze", vec!["t", AXES], "t/squeezed"),
+                ("Unsqueeze", vec!["t/squeezed", "one"], "y"),
+            ]
+        );
+        let attributes = |i: usize| nodes[i].3.clone();
+        let pairs = |v: &[(&str, &[u64])]| -> Vec<(String, Vec<u64>)> {
+            v.iter().map(|(n, x)| ((*n).to_owned(), x.to_vec())).collect()
+        };
+        assert_eq!(
+            attributes(1),
+            pairs(&[
+                ("kernel_shape", &[1, 3]),
+                ("pads", &[0, 1, 0, 1]),
+                ("strides", &[1, 1])
+            ])
+        );
+        assert_eq!(
+            attributes(4),
+            pairs(&[
+                ("kernel_shape", &[1, 4]),
+                ("strides", &[1, 2]),
+                ("pads", &[0, 1, 0, 1])
+            ])
+        );
+        let dims_of = |name: &str| inits.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone());
+        assert_eq!(dims_of("w"), Some(vec![2, 4, 1, 3]));
+        assert_eq!(dims_of("u"), Some(vec![2, 1, 1, 4]));
+        assert_eq!(dims_of("b"), Some(vec![2]));
+        assert_eq!(dims_of(AXES), Some(vec![1]));
+        // The 3-D shape recorded for `c` would contradict the new one.
+        assert!(infos.is_empty(), "{infos:?}");
+    }
+
+    #[test]
+    fn what_would_change_meaning_is_refused_with_the_reason() {
+        let err = rewrite(&decoder(12, &[])).unwrap_err();
+        assert!(err.contains("opset 12"), "{err}");
+        // A [C, 1]-shaped constant broadcasts differently against 4-D tensors.
+        let err = rewrite(&decoder(15, &[2, 1])).unwrap_err();
+        assert!(err.contains("scale"), "{err}");
+        assert!(rewrite(b"\x0a\x05abc").is_err());
+    }
+}
