@@ -60,7 +60,9 @@ pub trait Engine: Send {
     fn sample_rate(&self) -> u32;
 
     /// Synthesises `text`, handing PCM to `sink` as soon as the engine has it. Returns
-    /// [`EngineError::Cancelled`] once the sink has answered [`Flow::Stop`].
+    /// [`EngineError::Cancelled`] once the sink has answered [`Flow::Stop`]. An engine may hand the sink
+    /// an empty piece to ask whether to go on before costly work (Piper does before each decoder
+    /// window), so sinks must accept one.
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError>;
 
     /// Tells the engine whether the next [`Engine::synthesize`] call runs while the machine is quiet (a

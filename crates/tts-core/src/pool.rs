@@ -209,6 +209,13 @@ pub struct PoolStats {
     pub panics: u64,
 }
 
+impl PoolStats {
+    /// An engine thread is free and nothing waits: a chunk submitted now starts at once.
+    pub fn has_idle_thread(&self) -> bool {
+        self.queued == 0 && self.busy < self.threads
+    }
+}
+
 struct Queued {
     job: Job,
     enqueued: Instant,
@@ -624,6 +631,9 @@ fn run_job(
     let result = engine.synthesize(&job.text, &mut |pcm| {
         if cancel.is_cancelled() {
             return Flow::Stop;
+        }
+        if pcm.is_empty() {
+            return Flow::Continue;
         }
         first_pcm.get_or_insert_with(|| started.elapsed());
         produced += pcm.len();

@@ -529,6 +529,11 @@ fn run(
             let latent = sessions.encode(feeds).map_err(Failure::Inference)?;
             let (mut start, mut first_pcm, mut emitted) = (0, None, 0usize);
             while start < latent.frames() {
+                // A STOP that came during the first part (or the last window) is seen before the next
+                // window costs anything.
+                if sink(&[]) == Flow::Stop {
+                    return Err(Failure::Cancelled);
+                }
                 let now = Instant::now();
                 let played = Duration::from_secs_f64(emitted as f64 / f64::from(pace.sample_rate.max(1)));
                 let budget = stream::playback_end(pace.deadline, first_pcm, played, now) - now;

@@ -223,13 +223,22 @@ fn a_stop_during_the_first_window_stops_before_the_next_window() {
     let model = shipped_model();
     let mut engine = PiperEngine::load(voice("test-stop", &model), &settings()).unwrap();
     let mut pieces = 0;
-    let outcome = engine.synthesize(PARAGRAPH, &mut |_| {
+    let outcome = engine.synthesize(PARAGRAPH, &mut |pcm| {
+        if pcm.is_empty() {
+            return Flow::Continue; // asked before a window
+        }
         pieces += 1;
         Flow::Stop
     });
     assert!(matches!(outcome, Err(EngineError::Cancelled)), "{outcome:?}");
     assert_eq!(pieces, 1);
     assert_eq!(engine.windows_decoded(), 1);
+
+    // A STOP before the first window (during the first part) decodes no window at all.
+    let before = engine.windows_decoded();
+    let outcome = engine.synthesize(PARAGRAPH, &mut |_| Flow::Stop);
+    assert!(matches!(outcome, Err(EngineError::Cancelled)), "{outcome:?}");
+    assert_eq!(engine.windows_decoded(), before);
 
     // The same text uncancelled needs several windows, so the stop above did cut it short.
     let mut samples = 0usize;
