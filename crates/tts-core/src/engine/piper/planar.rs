@@ -186,13 +186,8 @@ pub(super) fn rewrite(decoder: &[u8]) -> Result<Vec<u8>, String> {
             }
             // Shapes recorded for the region's tensors are 3-D; ONNX Runtime infers the new ones.
             GRAPH_VALUE_INFO => {
-                let info = wire::fields(field.payload)?;
-                let name = info
-                    .iter()
-                    .find(|f| f.number == VALUE_INFO_NAME)
-                    .map(Field::as_str)
-                    .transpose()?;
-                if !name.is_some_and(|n| planar.contains(n)) {
+                let name = wire::str_field(&wire::fields(field.payload)?, VALUE_INFO_NAME)?;
+                if !planar.contains(name) {
                     out.extend_from_slice(field.raw);
                 }
             }
@@ -215,12 +210,7 @@ pub(super) fn rewrite(decoder: &[u8]) -> Result<Vec<u8>, String> {
 fn check_opset(model_fields: &[Field<'_>]) -> Result<(), String> {
     for field in model_fields.iter().filter(|f| f.number == MODEL_OPSET_IMPORT) {
         let opset = wire::fields(field.payload)?;
-        let domain = opset
-            .iter()
-            .find(|f| f.number == OPSET_DOMAIN)
-            .map(Field::as_str)
-            .transpose()?
-            .unwrap_or("");
+        let domain = wire::str_field(&opset, OPSET_DOMAIN)?;
         if domain.is_empty() || domain == "ai.onnx" {
             let version = opset
                 .iter()
@@ -299,12 +289,7 @@ fn with_height(tensor: &[u8]) -> Result<Vec<u8>, String> {
 /// `output_padding` a leading 0, `pads` `[a, b]` become `[0, a, 0, b]`; others are copied.
 fn attribute(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let fields = wire::fields(bytes)?;
-    let name = fields
-        .iter()
-        .find(|f| f.number == ATTRIBUTE_NAME)
-        .map(Field::as_str)
-        .transpose()?
-        .unwrap_or("");
+    let name = wire::str_field(&fields, ATTRIBUTE_NAME)?;
     let mut ints = Vec::new();
     for field in fields.iter().filter(|f| f.number == ATTRIBUTE_INTS) {
         ints.extend(field.uints()?);

@@ -146,13 +146,7 @@ pub(super) fn named<'a>(graph: &[Field<'a>], number: u32, key: u32) -> Result<Ve
         .iter()
         .filter(|f| f.number == number)
         .map(|f| {
-            let fields = wire::fields(f.payload)?;
-            let name = fields
-                .iter()
-                .find(|n| n.number == key)
-                .map(Field::as_str)
-                .transpose()?
-                .unwrap_or("");
+            let name = wire::str_field(&wire::fields(f.payload)?, key)?;
             Ok(Named {
                 name,
                 payload: f.payload,

@@ -66,6 +66,17 @@ fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, String> {
     Err("varint longer than 10 bytes".into())
 }
 
+/// The first field numbered `number` as a string ("" when there is none, as protobuf reads a missing
+/// string).
+pub(super) fn str_field<'a>(fields: &[Field<'a>], number: u32) -> Result<&'a str, String> {
+    Ok(fields
+        .iter()
+        .find(|f| f.number == number)
+        .map(Field::as_str)
+        .transpose()?
+        .unwrap_or(""))
+}
+
 /// Splits a message into its fields, in wire order.
 pub(super) fn fields(bytes: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
