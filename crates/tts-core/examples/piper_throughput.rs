@@ -2,9 +2,9 @@
 //! synthesise the bench's sentences for a while; prints CPU seconds per second of audio (the engine's
 //! real-time factor on a busy machine), the same figure `ttsd bench` capacity comes down to.
 //!
-//! cargo run --release -p tts-core --example piper_throughput -- [threads] [seconds] [arena:0|1] [hurry:0|1]
-//! `hurry = 1` decodes every chunk as for a waiting listener (small first window), 0 as for one with
-//! seconds of audio in hand (one window).
+//! cargo run --release -p tts-core --example piper_throughput -- [threads] [seconds] [arena:0|1] [first:0|1]
+//! `first = 1` decodes every sentence as an utterance's first chunk (small first windows), 0 as a later
+//! chunk (one window up to 256 frames).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ fn thread_cpu() -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
-    let (threads, seconds, arena, hurry) = (arg(1, 2) as usize, arg(2, 20), arg(3, 0) == 1, arg(4, 1) == 1);
+    let (threads, seconds, arena, first) = (arg(1, 2) as usize, arg(2, 20), arg(3, 0) == 1, arg(4, 1) == 1);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     engine::init_onnx_runtime(&root.join(".cache/ort/libonnxruntime.so.1.32.0")).expect("ONNX Runtime");
     let voice = VoiceInfo {
@@ -62,12 +62,7 @@ fn main() {
                 let mut engine = engine::load(&voice, &settings).expect("voice");
                 let mut samples = 0usize;
                 let run = |engine: &mut Box<dyn engine::Engine>, text: &str, samples: &mut usize| {
-                    let at = if hurry {
-                        Instant::now()
-                    } else {
-                        Instant::now() + Duration::from_secs(30)
-                    };
-                    engine.set_deadline(at);
+                    engine.set_first_chunk(first);
                     engine
                         .synthesize(text, &mut |pcm| {
                             *samples += pcm.len();
@@ -98,7 +93,7 @@ fn main() {
     let (cpu, audio): (f64, f64) = results.iter().fold((0.0, 0.0), |(c, a), r| (c + r.0, a + r.2));
     let wall = results.iter().map(|r| r.1).fold(0.0, f64::max);
     println!(
-        "threads {threads} arena {arena} hurry {hurry}: audio {audio:.1} s in {wall:.1} s wall, cpu {cpu:.1} s => cpu/audio {:.4}, wall/audio per thread {:.4}",
+        "threads {threads} arena {arena} first {first}: audio {audio:.1} s in {wall:.1} s wall, cpu {cpu:.1} s => cpu/audio {:.4}, wall/audio per thread {:.4}",
         cpu / audio,
         wall * threads as f64 / audio
     );

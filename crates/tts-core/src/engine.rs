@@ -70,10 +70,11 @@ pub trait Engine: Send {
     /// cannot use spare cores ignore it.
     fn set_quiet(&mut self, _quiet: bool) {}
 
-    /// Tells the engine when the listener of the next [`Engine::synthesize`] call runs out of audio: its
-    /// first PCM is needed by then and the rest at the pace it plays. A moment already past means a
-    /// listener is waiting now. Engines that cannot size their work by it ignore it.
-    fn set_deadline(&mut self, _deadline: std::time::Instant) {}
+    /// Tells the engine whether the next [`Engine::synthesize`] call is the first chunk of its utterance,
+    /// which a listener may be waiting for: an engine that produces audio in pieces starts it with a
+    /// small one. How the pieces are cut depends on nothing else (not on timing or load), so a text
+    /// with repeatable settings sounds the same every time. Engines without pieces ignore it.
+    fn set_first_chunk(&mut self, _first: bool) {}
 
     /// Sets the speaking rate of the next [`Engine::synthesize`] calls: 1.0 is the voice's own pace, 2.0
     /// twice as fast, 0.5 half as fast. Callers keep it within [`SPEED_RANGE`]. The pool sets it before

@@ -209,19 +209,9 @@ pub struct PoolStats {
     pub panics: u64,
 }
 
-impl PoolStats {
-    /// An engine thread is free and nothing waits: a chunk submitted now starts at once.
-    pub fn has_idle_thread(&self) -> bool {
-        self.queued == 0 && self.busy < self.threads
-    }
-}
-
 struct Queued {
     job: Job,
     enqueued: Instant,
-    /// When the job's session runs out of audio (its enqueue time when it has none left); set by the
-    /// queue, handed to the engine ([`Engine::set_deadline`]).
-    deadline: Instant,
 }
 
 struct Shared {
@@ -290,11 +280,7 @@ impl Pool {
             .map_err(|residency::AllInUse(cap)| SubmitError::VoicesInUse(cap))?;
         let evicted = evicted.map(|voice| self.shared.evict(&voice, "room"));
         let now = Instant::now();
-        let queued = Queued {
-            job,
-            enqueued: now,
-            deadline: now,
-        };
+        let queued = Queued { job, enqueued: now };
         lanes.push(queued);
         drop(lanes);
         drop(evicted);
@@ -510,9 +496,7 @@ fn engine_thread(shared: &Shared) {
         shared.busy.fetch_add(1, Ordering::Relaxed);
         let busy_since = Instant::now();
         let queue_wait = queued.enqueued.elapsed();
-        let Queued {
-            mut job, deadline, ..
-        } = queued;
+        let Queued { mut job, .. } = queued;
         let span = tracing::info_span!(
             parent: &job.parent,
             "synthesize",
@@ -528,7 +512,7 @@ fn engine_thread(shared: &Shared) {
         );
         let _entered = span.enter();
         (job.events)(JobEvent::Started { queue_wait });
-        let outcome = run_job_isolated(shared, &mut job, queue_wait, deadline, &mut resamplers);
+        let outcome = run_job_isolated(shared, &mut job, queue_wait, &mut resamplers);
         lock(&shared.residency).job_done(&job.voice.id);
         match outcome {
             Ok(stats) => {
@@ -573,10 +557,9 @@ fn run_job_isolated(
     shared: &Shared,
     job: &mut Job,
     queue_wait: Duration,
-    deadline: Instant,
     resamplers: &mut HashMap<u32, StreamResampler>,
 ) -> Result<JobStats, EngineError> {
-    let run = std::panic::AssertUnwindSafe(|| run_job(shared, job, queue_wait, deadline, resamplers));
+    let run = std::panic::AssertUnwindSafe(|| run_job(shared, job, queue_wait, resamplers));
     std::panic::catch_unwind(run).unwrap_or_else(|payload| {
         shared.panics.fetch_add(1, Ordering::Relaxed);
         resamplers.clear();
@@ -605,7 +588,6 @@ fn run_job(
     shared: &Shared,
     job: &mut Job,
     queue_wait: Duration,
-    deadline: Instant,
     resamplers: &mut HashMap<u32, StreamResampler>,
 ) -> Result<JobStats, EngineError> {
     let mut engine = take_engine(shared, &job.voice)?;
@@ -627,7 +609,7 @@ fn run_job(
     // Busy counts this thread too: quiet means nobody else is synthesising.
     engine.set_quiet(job.first && shared.busy.load(Ordering::Relaxed) <= 1);
     engine.set_speed(job.speed);
-    engine.set_deadline(deadline);
+    engine.set_first_chunk(job.first);
     let result = engine.synthesize(&job.text, &mut |pcm| {
         if cancel.is_cancelled() {
             return Flow::Stop;

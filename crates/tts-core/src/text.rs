@@ -113,8 +113,6 @@ pub struct Segmenter {
     appender: normalize::Appender,
     /// Whether the current utterance has released a chunk.
     released: bool,
-    /// Whether the early first chunk applies ([`Segmenter::set_early_cut`]).
-    early_cut: bool,
 }
 
 impl Segmenter {
@@ -124,14 +122,7 @@ impl Segmenter {
             buffer: Vec::new(),
             appender: normalize::Appender::default(),
             released: false,
-            early_cut: true,
         }
-    }
-
-    /// Turns the early first chunk ([`SegmenterConfig::first_chunk_max_words`]) on or off for the
-    /// utterances that start from now on; off, first chunks end at boundaries only.
-    pub fn set_early_cut(&mut self, on: bool) {
-        self.early_cut = on;
     }
 
     /// Appends `text` and returns every chunk that is now complete, in order.
@@ -140,19 +131,11 @@ impl Segmenter {
     pub fn push(&mut self, text: &str, is_final: bool) -> Vec<Chunk> {
         self.appender.append(&mut self.buffer, text);
         let mut chunks = Vec::new();
-        let config = if self.early_cut {
-            self.config
-        } else {
-            SegmenterConfig {
-                first_chunk_max_words: 0,
-                ..self.config
-            }
-        };
         // Cut from an offset and drain once, so many chunks in one push do not shift the buffer each.
         let mut start = 0;
         while start < self.buffer.len() {
             let rest = &self.buffer[start..];
-            let Some(end) = cut::next_cut(rest, !self.released, is_final, &config) else {
+            let Some(end) = cut::next_cut(rest, !self.released, is_final, &self.config) else {
                 break;
             };
             // `next_cut` always advances; clamping keeps this loop finite and in bounds even if it did not.

@@ -217,9 +217,7 @@ impl Runner {
         cancel: CancelSource,
         backlog: Arc<Backlog>,
     ) -> Self {
-        let mut segmenter = Segmenter::new(state.config.segmenter());
-        // As for WebSocket sessions: the early first chunk only when an engine thread would start it at once.
-        segmenter.set_early_cut(state.pool.stats().has_idle_thread());
+        let segmenter = Segmenter::new(state.config.segmenter());
         let span = tracing::info_span!(
             parent: &spec.parent,
             "utterance",

@@ -66,9 +66,8 @@ impl Queue {
         }
     }
 
-    pub(super) fn push(&mut self, mut queued: Queued) {
+    pub(super) fn push(&mut self, queued: Queued) {
         let deadline = self.deadline(&queued);
-        queued.deadline = deadline;
         let waiting_for_first_audio = queued.job.first && deadline == queued.enqueued;
         let key = (deadline, self.next_seq);
         self.next_seq += 1;

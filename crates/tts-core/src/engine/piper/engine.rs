@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ort::ep;
 use ort::session::Session;
@@ -209,9 +209,8 @@ pub(in crate::engine) struct PiperEngine {
     quiet_chunks: u64,
     /// Speaking rate of the next chunks ([`Engine::set_speed`]): divides the voice's `length_scale`.
     speed: f32,
-    /// When the next chunk's listener runs out of audio ([`Engine::set_deadline`]; None: a listener is
-    /// waiting).
-    deadline: Option<Instant>,
+    /// Whether the next chunk is the first of its utterance ([`Engine::set_first_chunk`]).
+    first_chunk: bool,
 }
 
 pub(super) fn session(options: &SessionOptions, model: Result<&[u8], &Path>) -> Result<Session, String> {
@@ -452,7 +451,7 @@ impl PiperEngine {
             windows_decoded: 0,
             quiet_chunks: 0,
             speed: 1.0,
-            deadline: None,
+            first_chunk: true,
         })
     }
 
@@ -489,32 +488,23 @@ impl PiperEngine {
             (Some(quiet), true) => quiet.try_lock().ok(),
             _ => None,
         };
-        let pace = Pace {
-            deadline: self.deadline.take().unwrap_or_else(Instant::now),
-            sample_rate: self.config.sample_rate,
-        };
+        let first = std::mem::replace(&mut self.first_chunk, true);
         match quiet {
             Some(mut model) => {
                 self.quiet_chunks += 1;
-                run(&mut model, feeds, pace, sink, &mut self.windows_decoded)
+                run(&mut model, feeds, first, sink, &mut self.windows_decoded)
             }
-            None => run(&mut self.model, feeds, pace, sink, &mut self.windows_decoded),
+            None => run(&mut self.model, feeds, first, sink, &mut self.windows_decoded),
         }
     }
 }
 
-/// What sizes a chunk's decoder windows: when its listener runs out of audio, and how long a sample lasts.
-struct Pace {
-    deadline: Instant,
-    sample_rate: u32,
-}
-
-/// Runs one chunk through `model`, handing PCM to `sink` window by window (or all at once, whole), each
-/// window as large as the listener's audio in hand allows ([`stream::window_frames`]).
+/// Runs one chunk through `model`, handing PCM to `sink` window by window (or all at once, whole); a
+/// `first` chunk starts with small windows ([`stream::chunk_windows`]).
 fn run(
     model: &mut Model,
     feeds: Vec<(String, DynTensor)>,
-    pace: Pace,
+    first: bool,
     sink: &mut dyn FnMut(&[i16]) -> Flow,
     windows_decoded: &mut u64,
 ) -> Result<(), Failure> {
@@ -527,25 +517,16 @@ fn run(
         }
         Model::Split(sessions) => {
             let latent = sessions.encode(feeds).map_err(Failure::Inference)?;
-            let (mut start, mut first_pcm, mut emitted) = (0, None, 0usize);
-            while start < latent.frames() {
+            for window in stream::chunk_windows(latent.frames(), first) {
                 // A STOP that came during the first part (or the last window) is seen before the next
                 // window costs anything.
                 if sink(&[]) == Flow::Stop {
                     return Err(Failure::Cancelled);
                 }
-                let now = Instant::now();
-                let played = Duration::from_secs_f64(emitted as f64 / f64::from(pace.sample_rate.max(1)));
-                let budget = stream::playback_end(pace.deadline, first_pcm, played, now) - now;
-                let size =
-                    stream::window_frames(latent.frames() - start, budget, sessions.seconds_per_frame());
                 let audio = sessions
-                    .decode(&latent, (start, start + size), OVERLAP_FRAMES)
+                    .decode(&latent, window, OVERLAP_FRAMES)
                     .map_err(Failure::Inference)?;
-                start += size;
                 *windows_decoded += 1;
-                first_pcm.get_or_insert_with(Instant::now);
-                emitted += audio.len();
                 emit(&audio, sink)?;
             }
             Ok(())
@@ -592,8 +573,8 @@ impl Engine for PiperEngine {
         self.speed = speed;
     }
 
-    fn set_deadline(&mut self, deadline: Instant) {
-        self.deadline = Some(deadline);
+    fn set_first_chunk(&mut self, first: bool) {
+        self.first_chunk = first;
     }
 
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {

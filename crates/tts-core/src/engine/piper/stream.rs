@@ -8,12 +8,12 @@
 //! 8 give 65 dB and 12 or more are exact to float precision (129 dB).
 //!
 //! Every window pays its context twice over (2 × [`OVERLAP_FRAMES`] frames decoded and thrown away), so
-//! windows are as large as the listener allows ([`window_frames`]): a listener waiting for first audio
-//! gets a [`FIRST_WINDOW_FRAMES`] window, and each later window may take as long to decode as half the
-//! audio the listener has in hand. A chunk whose session has seconds of audio buffered decodes in one
-//! window up to [`MAX_WINDOW_FRAMES`], paying almost nothing for its context.
-
-use std::time::{Duration, Instant};
+//! windows are as large as first audio allows ([`chunk_windows`]): the first chunk of an utterance (a
+//! listener may be waiting) starts with a [`FIRST_WINDOW_FRAMES`] window and a [`SECOND_WINDOW_FRAMES`]
+//! one, and every other window is up to [`MAX_WINDOW_FRAMES`], so most later chunks decode in one
+//! window. The cut depends only on the chunk's length and whether it is a first chunk, never on timing:
+//! windowed decoding differs from whole decoding in the last bits, so the same cut is what makes the
+//! same text sound the same every time.
 
 use ort::session::Session;
 use ort::value::{DynTensor, Tensor};
@@ -22,53 +22,37 @@ use ort::value::{DynTensor, Tensor};
 pub(super) const OVERLAP_FRAMES: usize = 10;
 /// Latent frames in the first window (one frame is 256 samples, 11.6 ms at 22,050 Hz).
 pub(super) const FIRST_WINDOW_FRAMES: usize = 24;
+/// The second window of a first chunk: decodes within the first window's 0.28 s of audio even on a
+/// loaded machine.
+pub(super) const SECOND_WINDOW_FRAMES: usize = 72;
 /// The largest window (3 s of audio at 22,050 Hz). Its context adds 8 % of decoder work, but per frame
 /// a 256-frame window decodes as fast as a 512-frame one with half the context (smaller tensors stay in
 /// cache: 0.68 ms per frame either way, measured), and it halves the decoder's working memory.
 pub(super) const MAX_WINDOW_FRAMES: usize = 256;
-/// The share of the listener's audio in hand a window may take to decode.
-const BUDGET_SHARE: f64 = 0.5;
-/// Decoder seconds per latent frame assumed before an instance has measured its own (pessimistic:
-/// about 0.17 × real time, so the first windows err small).
-const INITIAL_SECONDS_PER_FRAME: f64 = 0.002;
-/// Weight of the newest window in the running estimate of seconds per frame.
-const EWMA_WEIGHT: f64 = 0.3;
 
-/// The next window's size in latent frames, `remaining` frames still to decode, when the listener's
-/// audio lasts `budget` more and decoding costs `seconds_per_frame` (context included): the largest
-/// window that decodes within [`BUDGET_SHARE`] of the budget, at least [`FIRST_WINDOW_FRAMES`] and at
-/// most [`MAX_WINDOW_FRAMES`]. A tail no longer than the context is taken along rather than decoded on
-/// its own.
-pub(super) fn window_frames(remaining: usize, budget: Duration, seconds_per_frame: f64) -> usize {
-    let affordable = budget.as_secs_f64() * BUDGET_SHARE / seconds_per_frame.max(1e-9);
-    let affordable = if affordable.is_finite() {
-        affordable.min(1e9) as usize
+/// The windows of a chunk of `frames` latent frames: for a first chunk `FIRST_WINDOW_FRAMES`, then
+/// `SECOND_WINDOW_FRAMES`, then up to `MAX_WINDOW_FRAMES` each; for any other chunk up to
+/// `MAX_WINDOW_FRAMES` each. A tail no longer than the context is taken into the window before it.
+pub(super) fn chunk_windows(frames: usize, first: bool) -> Vec<(usize, usize)> {
+    let sizes = if first {
+        [FIRST_WINDOW_FRAMES, SECOND_WINDOW_FRAMES]
     } else {
-        usize::MAX
+        [MAX_WINDOW_FRAMES; 2]
     };
-    let size = affordable
-        .saturating_sub(2 * OVERLAP_FRAMES)
-        .clamp(FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES);
-    if remaining <= size + OVERLAP_FRAMES {
-        remaining
-    } else {
-        size
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0;
+    for size in sizes.into_iter().chain(std::iter::repeat(MAX_WINDOW_FRAMES)) {
+        if start >= frames {
+            break;
+        }
+        let end = (start + size).min(frames);
+        match out.last_mut() {
+            Some(last) if end - start <= OVERLAP_FRAMES => last.1 = end,
+            _ => out.push((start, end)),
+        }
+        start = end;
     }
-}
-
-/// When the listener runs out of audio while a chunk is being decoded: `deadline` (when its audio in
-/// hand ends; a moment already past when it has none) until the chunk's first PCM, then that moment or
-/// the first PCM's, whichever is later, plus `emitted` of audio.
-pub(super) fn playback_end(
-    deadline: Instant,
-    first_pcm: Option<Instant>,
-    emitted: Duration,
-    now: Instant,
-) -> Instant {
-    match first_pcm {
-        None => deadline.max(now),
-        Some(at) => deadline.max(at) + emitted,
-    }
+    out
 }
 
 /// `[start, end)` ranges of latent frames that cover `frames`: `first`, then doubling up to `max`.
@@ -119,9 +103,6 @@ pub(super) struct SplitSessions {
     pub(super) decoder: Session,
     pub(super) latent: String,
     pub(super) extra: Vec<String>,
-    /// Running estimate of decoder seconds per latent frame (context included), wall clock, so it
-    /// counts the cores' other work too.
-    seconds_per_frame: f64,
 }
 
 impl SplitSessions {
@@ -131,13 +112,7 @@ impl SplitSessions {
             decoder,
             latent,
             extra,
-            seconds_per_frame: INITIAL_SECONDS_PER_FRAME,
         }
-    }
-
-    /// Decoder seconds per latent frame, as measured so far.
-    pub(super) fn seconds_per_frame(&self) -> f64 {
-        self.seconds_per_frame
     }
 
     /// Runs the first part.
@@ -180,11 +155,7 @@ impl SplitSessions {
         window: (usize, usize),
         overlap: usize,
     ) -> Result<Vec<f32>, String> {
-        let started = Instant::now();
-        let (audio, width) = decode_on(&mut self.decoder, &self.latent, latent, window, overlap)?;
-        let per_frame = started.elapsed().as_secs_f64() / width.max(1) as f64;
-        self.seconds_per_frame += EWMA_WEIGHT * (per_frame - self.seconds_per_frame);
-        Ok(audio)
+        decode_on(&mut self.decoder, &self.latent, latent, window, overlap).map(|(audio, _)| audio)
     }
 }
 
@@ -259,47 +230,22 @@ mod tests {
     }
 
     #[test]
-    fn windows_are_small_for_a_waiting_listener_and_grow_with_the_audio_in_hand() {
-        let per_frame = 0.001; // 1 ms per frame
-        let none = Duration::ZERO;
-        assert_eq!(window_frames(500, none, per_frame), FIRST_WINDOW_FRAMES);
-        // 0.2 s in hand: 100 ms of decoding = 100 frames, 80 after the context.
-        assert_eq!(window_frames(500, Duration::from_millis(200), per_frame), 80);
-        // Seconds in hand: one window, up to the largest.
-        assert_eq!(window_frames(250, Duration::from_secs(5), per_frame), 250);
+    fn first_chunks_start_small_and_other_chunks_take_the_largest_windows() {
+        assert_eq!(chunk_windows(0, true), vec![]);
+        assert_eq!(chunk_windows(20, true), vec![(0, 20)]);
         assert_eq!(
-            window_frames(2000, Duration::from_secs(5), per_frame),
-            MAX_WINDOW_FRAMES
+            chunk_windows(600, true),
+            vec![(0, 24), (24, 96), (96, 352), (352, 600)]
         );
-        // A short tail is taken along; a longer one is left for the next window.
+        assert_eq!(chunk_windows(200, false), vec![(0, 200)]);
+        assert_eq!(chunk_windows(600, false), vec![(0, 256), (256, 512), (512, 600)]);
+        // A tail no longer than the context joins the window before it.
+        assert_eq!(chunk_windows(256 + OVERLAP_FRAMES, false), vec![(0, 266)]);
+        assert_eq!(chunk_windows(24 + OVERLAP_FRAMES, true), vec![(0, 34)]);
         assert_eq!(
-            window_frames(FIRST_WINDOW_FRAMES + OVERLAP_FRAMES, none, per_frame),
-            34
+            chunk_windows(256 + OVERLAP_FRAMES + 1, false),
+            vec![(0, 256), (256, 267)]
         );
-        assert_eq!(
-            window_frames(FIRST_WINDOW_FRAMES + OVERLAP_FRAMES + 1, none, per_frame),
-            24
-        );
-        // A slower machine gets smaller windows for the same audio in hand.
-        assert_eq!(
-            window_frames(500, Duration::from_millis(200), 0.004),
-            FIRST_WINDOW_FRAMES
-        );
-        assert_eq!(window_frames(3, Duration::MAX, 0.0), 3);
-    }
-
-    #[test]
-    fn the_listener_runs_dry_at_its_deadline_then_after_what_was_emitted() {
-        let now = Instant::now();
-        let past = now - Duration::from_secs(1);
-        let later = now + Duration::from_secs(2);
-        let second = Duration::from_secs(1);
-        assert_eq!(playback_end(past, None, Duration::ZERO, now), now);
-        assert_eq!(playback_end(later, None, Duration::ZERO, now), later);
-        // Nothing was in hand: playback started with the first PCM.
-        assert_eq!(playback_end(past, Some(now), second, now), now + second);
-        // Audio was in hand: the new audio plays after it.
-        assert_eq!(playback_end(later, Some(now), second, now), later + second);
     }
 
     #[test]

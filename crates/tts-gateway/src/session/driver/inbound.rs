@@ -80,11 +80,6 @@ impl Driver {
         if !open {
             self.utterances
                 .push(self.cancel.generation(), self.voice.clone(), &self.span);
-            // The early first chunk pays only when an engine thread would start it at once; under load
-            // it would wait in the queue anyway, and its short audio would make the rest of the
-            // sentence due sooner on a busy machine.
-            self.segmenter
-                .set_early_cut(self.state.pool.stats().has_idle_thread());
         }
         let chunks = self.segmenter.push(text, is_final);
         self.utterances.add_text(chunks, is_final, read_at);
