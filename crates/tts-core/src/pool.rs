@@ -212,8 +212,6 @@ pub struct PoolStats {
 struct Queued {
     job: Job,
     enqueued: Instant,
-    /// Characters of `job.text`, for the scheduler's cost estimate.
-    chars: usize,
 }
 
 struct Shared {
@@ -242,9 +240,7 @@ impl Pool {
     pub fn start(config: PoolConfig) -> std::io::Result<Self> {
         let threads = config.threads.max(1);
         let shared = Arc::new(Shared {
-            lanes: Mutex::new(schedule::Queue::new(threads.min(
-                std::thread::available_parallelism().map_or(threads, std::num::NonZero::get),
-            ))),
+            lanes: Mutex::new(schedule::Queue::default()),
             ready: Condvar::new(),
             busy: AtomicUsize::new(0),
             busy_nanos: AtomicU64::new(0),
@@ -284,12 +280,7 @@ impl Pool {
             .map_err(|residency::AllInUse(cap)| SubmitError::VoicesInUse(cap))?;
         let evicted = evicted.map(|voice| self.shared.evict(&voice, "room"));
         let now = Instant::now();
-        let chars = job.text.chars().count();
-        let queued = Queued {
-            job,
-            enqueued: now,
-            chars,
-        };
+        let queued = Queued { job, enqueued: now };
         lanes.push(queued);
         drop(lanes);
         drop(evicted);
@@ -505,13 +496,13 @@ fn engine_thread(shared: &Shared) {
         shared.busy.fetch_add(1, Ordering::Relaxed);
         let busy_since = Instant::now();
         let queue_wait = queued.enqueued.elapsed();
-        let Queued { mut job, chars, .. } = queued;
+        let Queued { mut job, .. } = queued;
         let span = tracing::info_span!(
             parent: &job.parent,
             "synthesize",
             "tts.engine" = job.voice.engine.as_str(),
             "tts.voice" = %job.voice.id,
-            "tts.characters" = chars,
+            "tts.characters" = job.text.chars().count(),
             "tts.first_chunk" = job.first,
             "tts.queue_wait_ms" = queue_wait.as_secs_f64() * 1000.0,
             "tts.audio_seconds" = tracing::field::Empty,
@@ -525,18 +516,15 @@ fn engine_thread(shared: &Shared) {
         lock(&shared.residency).job_done(&job.voice.id);
         match outcome {
             Ok(stats) => {
-                let mut lanes = lock(&shared.lanes);
-                lanes.finished(&job.voice.id, chars, stats.engine_time);
                 if let Some(first_pcm) = stats.engine_first_pcm {
                     let first_audio = busy_since + first_pcm;
-                    lanes.played(
+                    lock(&shared.lanes).played(
                         &job.session_id,
                         job.cancel.generation(),
                         first_audio,
                         stats.audio_seconds,
                     );
                 }
-                drop(lanes);
                 span.record("tts.audio_seconds", stats.audio_seconds);
                 if let Some(rtf) = stats.real_time_factor() {
                     span.record("tts.real_time_factor", rtf);

@@ -14,16 +14,9 @@
 //! lanes was measured worse under overload: a playing session was served only once it had run dry, so
 //! every chunk boundary underran (docs/performance.md).
 //!
-//! The first lane yields to playing sessions that would otherwise run dry: a playing session's chunk
-//! goes first when its session's audio runs out within [`GUARD`], and, once more chunks are queued than
-//! there are engine threads (the machine is behind), within [`GUARD`] plus the time the queue takes to
-//! drain (the estimated engine time of every queued chunk, both lanes, over the engine threads). On a
-//! quiet machine the rule is [`GUARD`] alone, so a new listener's first chunk goes straight in. Near
-//! capacity new utterances wait longer for first audio while playing ones keep playing: at 23-24
-//! sessions on two cores a fixed 800 ms guard let 13-33 underruns through in 40 s, this rule none, at
-//! the price of a first-audio p95 of 3-4.5 s (docs/performance.md). Costs are estimated per voice from
-//! finished chunks (engine seconds per character, a weighted mean); until a voice has finished a chunk
-//! its chunks count as zero.
+//! The first lane yields to a playing session about to run dry: when the second lane's earliest deadline
+//! is within [`GUARD`], that chunk goes first, so under heavy load new utterances wait a little longer
+//! for first audio rather than playing ones falling silent mid-sentence.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,12 +25,8 @@ use std::time::{Duration, Instant};
 use super::Queued;
 
 /// A playing session's chunk goes before waiting listeners' first chunks once its session has this
-/// little audio left beyond the time the queue takes to drain: time for the first part and a first
-/// window on a busy machine.
+/// little audio left: time for the first part and a first window on a busy machine.
 const GUARD: Duration = Duration::from_millis(800);
-
-/// Weight of the newest finished chunk in a voice's cost estimate.
-const COST_WEIGHT: f64 = 0.1;
 
 /// Sessions whose audio ran out this long ago are forgotten (their next chunk is due at once anyway).
 const FORGET_AFTER: Duration = Duration::from_secs(60);
@@ -50,6 +39,7 @@ struct Playback {
 }
 
 /// The two lanes, each ordered by (deadline, arrival).
+#[derive(Default)]
 pub(super) struct Queue {
     /// First chunks of sessions with nothing left to play.
     waiting: BTreeMap<(Instant, u64), Queued>,
@@ -59,28 +49,10 @@ pub(super) struct Queue {
     playback: HashMap<Arc<str>, Playback>,
     /// When `playback` was last pruned (None: never).
     pruned: Option<Instant>,
-    /// Voice id → engine seconds per character of its finished chunks (weighted mean).
-    cost: HashMap<String, f64>,
-    /// Chunks that run at once: the engine threads, at most the machine's cores.
-    parallelism: u32,
     pub(super) closed: bool,
 }
 
 impl Queue {
-    /// An empty queue for `parallelism` chunks at once.
-    pub(super) fn new(parallelism: usize) -> Self {
-        Self {
-            waiting: BTreeMap::new(),
-            playing: BTreeMap::new(),
-            next_seq: 0,
-            playback: HashMap::new(),
-            pruned: None,
-            cost: HashMap::new(),
-            parallelism: u32::try_from(parallelism.max(1)).unwrap_or(u32::MAX),
-            closed: false,
-        }
-    }
-
     pub(super) fn len(&self) -> usize {
         self.waiting.len() + self.playing.len()
     }
@@ -110,55 +82,19 @@ impl Queue {
         self.pop_at(Instant::now())
     }
 
-    /// The next job at `now`: the second lane's earliest when its session runs dry within [`GUARD`] (plus
-    /// the queue's drain time when the machine is behind: [`Queue::playing_at_risk`]), else the first
-    /// lane's oldest, else the second lane's earliest.
+    /// The next job at `now`: the second lane's earliest when its session runs dry within [`GUARD`],
+    /// else the first lane's oldest, else the second lane's earliest.
     pub(super) fn pop_at(&mut self, now: Instant) -> Option<Queued> {
-        if self.playing_at_risk(now) || self.waiting.is_empty() {
+        let playing_due = self
+            .playing
+            .first_key_value()
+            .is_some_and(|((deadline, _), _)| *deadline <= now + GUARD);
+        if playing_due || self.waiting.is_empty() {
             self.playing.pop_first()
         } else {
             self.waiting.pop_first()
         }
         .map(|(_, queued)| queued)
-    }
-
-    /// Whether the second lane's earliest chunk is due within [`GUARD`], plus, when more chunks are queued
-    /// than there are engine threads, the estimated engine time of every queued chunk spread over the
-    /// threads (module docs).
-    fn playing_at_risk(&self, now: Instant) -> bool {
-        let behind = self.len() > self.parallelism as usize;
-        let backlog: Duration = if behind {
-            self.waiting
-                .values()
-                .chain(self.playing.values())
-                .map(|queued| self.estimate(queued))
-                .sum()
-        } else {
-            Duration::ZERO
-        };
-        self.playing
-            .first_key_value()
-            .is_some_and(|((deadline, _), _)| *deadline <= now + GUARD + backlog / self.parallelism)
-    }
-
-    /// The engine time `queued` is expected to take (zero before its voice has finished a chunk).
-    fn estimate(&self, queued: &Queued) -> Duration {
-        let per_char = self.cost.get(&queued.job.voice.id).copied().unwrap_or(0.0);
-        Duration::try_from_secs_f64(per_char * queued.chars as f64).unwrap_or(Duration::ZERO)
-    }
-
-    /// A chunk of `voice` with `chars` characters took `engine_time`: updates the voice's cost.
-    pub(super) fn finished(&mut self, voice: &str, chars: usize, engine_time: Duration) {
-        if chars == 0 {
-            return;
-        }
-        let sample = engine_time.as_secs_f64() / chars as f64;
-        match self.cost.get_mut(voice) {
-            Some(cost) => *cost += COST_WEIGHT * (sample - *cost),
-            None => {
-                self.cost.insert(voice.to_owned(), sample);
-            }
-        }
     }
 
     /// A job of `session` in cancel generation `generation` produced `seconds` of audio, the first of it
