@@ -368,9 +368,8 @@ fn check(
         .map_err(Check::Split)?;
     if let Some((bytes, options)) = original {
         let mut decoder = session(options, Ok(bytes)).map_err(Check::Planar)?;
-        let (reference, _) =
-            stream::decode_on(&mut decoder, &sessions.latent, &latent, (0, latent.frames()), 0)
-                .map_err(Check::Planar)?;
+        let reference = stream::decode_on(&mut decoder, &sessions.latent, &latent, (0, latent.frames()), 0)
+            .map_err(Check::Planar)?;
         let snr = stream::snr_db(&reference, &whole);
         if snr < PLANAR_MIN_SNR_DB {
             return Err(Check::Planar(format!(

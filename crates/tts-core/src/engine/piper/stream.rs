@@ -155,20 +155,19 @@ impl SplitSessions {
         window: (usize, usize),
         overlap: usize,
     ) -> Result<Vec<f32>, String> {
-        decode_on(&mut self.decoder, &self.latent, latent, window, overlap).map(|(audio, _)| audio)
+        decode_on(&mut self.decoder, &self.latent, latent, window, overlap)
     }
 }
 
 /// Decodes frames `[start, end)` of `latent` on `decoder` (whose latent input is `input`) with up to
-/// `overlap` frames of context on each side; returns the samples of exactly those frames and the
-/// number of frames decoded.
+/// `overlap` frames of context on each side; returns the samples of exactly those frames.
 pub(super) fn decode_on(
     decoder: &mut Session,
     input: &str,
     latent: &Latent,
     (start, end): (usize, usize),
     overlap: usize,
-) -> Result<(Vec<f32>, usize), String> {
+) -> Result<Vec<f32>, String> {
     let from = start.saturating_sub(overlap);
     let to = (end + overlap).min(latent.frames);
     let width = to - from;
@@ -193,7 +192,7 @@ pub(super) fn decode_on(
         ));
     }
     let hop = audio.len() / width;
-    Ok((audio[(start - from) * hop..(end - from) * hop].to_vec(), width))
+    Ok(audio[(start - from) * hop..(end - from) * hop].to_vec())
 }
 
 /// Signal-to-noise ratio of `test` against `reference` in dB (the noise is their difference; a length
