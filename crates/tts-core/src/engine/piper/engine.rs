@@ -21,8 +21,8 @@ use crate::voices::VoiceInfo;
 const PIECE_SAMPLES: usize = 1024;
 /// Windowed decoding must match decoding the whole latent at least this well, or the voice runs whole.
 const MIN_SNR_DB: f64 = 30.0;
-/// The 2-D decoder computes the same function as the original; float rounding alone leaves it about
-/// 115 dB away, so anything under this is a rewrite gone wrong.
+/// The 2-D rewrites compute the same functions as the original parts; float rounding alone leaves the
+/// decoder about 115 dB away, so anything under this is a rewrite gone wrong.
 const PLANAR_MIN_SNR_DB: f64 = 60.0;
 /// Phonemes of the sentence a split voice is checked with at its first load (about 70 latent frames, so
 /// the check crosses a window seam).
@@ -51,7 +51,7 @@ impl DecoderMode {
 struct Decision {
     /// Ok when it decodes in windows, or why it cannot.
     split: Result<(), String>,
-    /// Its decoder runs as 2-D convolutions ([`planar`]).
+    /// Its convolutions run as 2-D ones ([`planar`]).
     planar: bool,
 }
 
@@ -267,39 +267,72 @@ pub(super) fn feeds(
     Ok(feeds)
 }
 
-/// Splits the model and builds its two sessions, the decoder rewritten to 2-D convolutions when `planar`
-/// ([`planar`]); the error says why the voice must run whole. Also returns the unmodified decoder when
-/// the rewrite was used, for [`check`] to compare against.
+/// The parts of a voice as its model has them, kept when [`planar`] rewrote them, for [`check`] to
+/// compare against.
+#[derive(Default)]
+struct Originals {
+    encoder: Option<Vec<u8>>,
+    decoder: Option<Vec<u8>>,
+}
+
+impl Originals {
+    fn any(&self) -> bool {
+        self.encoder.is_some() || self.decoder.is_some()
+    }
+}
+
+/// Splits the model and builds its two sessions, with their convolutions rewritten to 2-D ones when
+/// `planar` ([`planar`]: the whole decoder, each convolution of the first part); the error says why the
+/// voice must run whole. Also returns the parts the rewrites replaced.
 fn split_sessions(
     model: &Path,
     options: &SessionOptions,
     planar: bool,
-) -> Result<(SplitSessions, Option<Vec<u8>>), String> {
+) -> Result<(SplitSessions, Originals), String> {
     let bytes = std::fs::read(model).map_err(|e| e.to_string())?;
     let parts = split::split(&bytes)?;
     drop(bytes);
-    let (decoder, original) = match planar.then(|| planar::rewrite(&parts.decoder)) {
-        Some(Ok(rewritten)) => (rewritten, Some(parts.decoder)),
-        Some(Err(reason)) => {
-            tracing::warn!(
-                model = %model.display(),
-                reason = reason.as_str(),
-                "Piper decoder keeps its 1-D convolutions (slower kernels)."
-            );
-            (parts.decoder, None)
+    let mut originals = Originals::default();
+    let rewritten = |part: Vec<u8>,
+                     rewrite: fn(&[u8]) -> Result<Vec<u8>, String>,
+                     original: &mut Option<Vec<u8>>,
+                     what: &str| {
+        if !planar {
+            return part;
         }
-        None => (parts.decoder, None),
+        match rewrite(&part) {
+            Ok(rewritten) => {
+                *original = Some(part);
+                rewritten
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    model = %model.display(),
+                    part = what,
+                    reason = reason.as_str(),
+                    "Piper voice keeps 1-D convolutions in this part (slower kernels)."
+                );
+                part
+            }
+        }
     };
+    let encoder = rewritten(
+        parts.encoder,
+        planar::wrap_convs,
+        &mut originals.encoder,
+        "first part",
+    );
+    let decoder = rewritten(parts.decoder, planar::rewrite, &mut originals.decoder, "decoder");
     let sessions = SplitSessions::new(
-        session(options, Ok(&parts.encoder)).map_err(|e| format!("first part: {e}"))?,
+        session(options, Ok(&encoder)).map_err(|e| format!("first part: {e}"))?,
         session(options, Ok(&decoder)).map_err(|e| format!("decoder: {e}"))?,
         parts.latent,
         parts.extra,
     );
-    Ok((sessions, original))
+    Ok((sessions, originals))
 }
 
-/// A voice's first load: split it with the 2-D decoder and check it; when only the 2-D rewrite fails
+/// A voice's first load: split it with 2-D convolutions and check it; when only a 2-D rewrite fails
 /// its check, again without it. Returns the sessions (and whether they are 2-D) and what to record.
 fn first_split(
     model: &Path,
@@ -307,20 +340,16 @@ fn first_split(
     config: &PiperVoiceConfig,
 ) -> (Option<(SplitSessions, bool)>, Decision) {
     let attempt = |planar: bool| -> Result<(SplitSessions, bool), Check> {
-        let (mut sessions, original) = split_sessions(model, options, planar).map_err(Check::Split)?;
-        check(
-            &mut sessions,
-            config,
-            original.as_deref().map(|bytes| (bytes, options)),
-        )?;
-        Ok((sessions, original.is_some()))
+        let (mut sessions, originals) = split_sessions(model, options, planar).map_err(Check::Split)?;
+        check(&mut sessions, config, &originals, options)?;
+        Ok((sessions, originals.any()))
     };
     let outcome = attempt(true).or_else(|failed| match failed {
         Check::Planar(reason) => {
             tracing::warn!(
                 model = %model.display(),
                 reason = reason.as_str(),
-                "Piper decoder keeps its 1-D convolutions: the 2-D rewrite did not match."
+                "Piper voice keeps its 1-D convolutions: the 2-D rewrite did not match."
             );
             attempt(false)
         }
@@ -353,20 +382,48 @@ enum Check {
 }
 
 /// Decodes a probe sentence (no sampling noise) in windows and whole; they must agree to [`MIN_SNR_DB`].
-/// With `original` (the decoder before its 2-D rewrite), the rewritten decoder must also equal it to
-/// [`PLANAR_MIN_SNR_DB`].
+/// Where [`planar`] rewrote a part, the rewritten part must also equal `originals`' to
+/// [`PLANAR_MIN_SNR_DB`]: the first part's latent, and the decoder's audio.
 fn check(
     sessions: &mut SplitSessions,
     config: &PiperVoiceConfig,
-    original: Option<(&[u8], &SessionOptions)>,
+    originals: &Originals,
+    options: &SessionOptions,
 ) -> Result<(), Check> {
-    let (ids, _) = config.phoneme_ids(PROBE_PHONEMES);
-    let probe = feeds(config, ids, [0.0, config.length_scale, 0.0]).map_err(Check::Split)?;
-    let latent = sessions.encode(probe).map_err(Check::Split)?;
+    let probe = || {
+        let (ids, _) = config.phoneme_ids(PROBE_PHONEMES);
+        feeds(config, ids, [0.0, config.length_scale, 0.0])
+    };
+    let latent = sessions
+        .encode(probe().map_err(Check::Split)?)
+        .map_err(Check::Split)?;
+    if let Some(bytes) = &originals.encoder {
+        let mut encoder = session(options, Ok(bytes)).map_err(Check::Planar)?;
+        let reference = stream::encode_on(
+            &mut encoder,
+            &sessions.latent,
+            &sessions.extra,
+            probe().map_err(Check::Planar)?,
+        )
+        .map_err(Check::Planar)?;
+        if reference.frames() != latent.frames() {
+            return Err(Check::Planar(format!(
+                "the 2-D first part gave {} latent frames where the original gives {}",
+                latent.frames(),
+                reference.frames()
+            )));
+        }
+        let snr = stream::snr_db(reference.data(), latent.data());
+        if snr < PLANAR_MIN_SNR_DB {
+            return Err(Check::Planar(format!(
+                "the 2-D first part is only {snr:.1} dB from the original"
+            )));
+        }
+    }
     let whole = sessions
         .decode(&latent, (0, latent.frames()), 0)
         .map_err(Check::Split)?;
-    if let Some((bytes, options)) = original {
+    if let Some(bytes) = &originals.decoder {
         let mut decoder = session(options, Ok(bytes)).map_err(Check::Planar)?;
         let reference = stream::decode_on(&mut decoder, &sessions.latent, &latent, (0, latent.frames()), 0)
             .map_err(Check::Planar)?;

@@ -286,34 +286,47 @@ fn the_shipped_decoder_runs_as_2d_convolutions_and_computes_the_same() {
     assert!(snr >= 60.0, "{snr:.1} dB");
     // Every convolution weight is 4-D now, and the decoder's other operators are the original ones plus
     // one Unsqueeze of the latent and one Squeeze before the final Unsqueeze.
-    let ops = |bytes: &[u8]| -> Vec<String> {
-        let fields = wire::fields(bytes).unwrap();
-        let graph = wire::fields(
-            split::single(&fields, split::MODEL_GRAPH, "graph")
-                .unwrap()
-                .payload,
-        )
-        .unwrap();
-        let mut ops: Vec<String> = graph
-            .iter()
-            .filter(|f| f.number == split::GRAPH_NODE)
-            .map(|f| {
-                let node = wire::fields(f.payload).unwrap();
-                node.iter()
-                    .find(|n| n.number == split::NODE_OP_TYPE)
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
-        ops.sort();
-        ops
-    };
     let mut expected = ops(&parts.decoder);
     expected.extend(["Squeeze".to_owned(), "Unsqueeze".to_owned()]);
     expected.sort();
     assert_eq!(ops(&rewritten), expected);
+}
+
+#[test]
+fn the_shipped_first_part_runs_its_convolutions_as_2d_ones_and_computes_the_same() {
+    let model = shipped_model();
+    let parts = split::split(&std::fs::read(&model).unwrap()).unwrap();
+    let wrapped = planar::wrap_convs(&parts.encoder).unwrap();
+    let options = super::engine::SessionOptions::new("test-planar-first", &settings());
+    let mut original = super::engine::session(&options, Ok(&parts.encoder)).unwrap();
+    let mut planar_encoder = super::engine::session(&options, Ok(&wrapped)).unwrap();
+    let config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).unwrap();
+    let (ids, _) = config.phoneme_ids("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ.");
+    let latent = |session: &mut ort::session::Session| {
+        let feeds = super::engine::feeds(&config, ids.clone(), [0.0, 1.0, 0.0]).unwrap();
+        stream::encode_on(session, &parts.latent, &parts.extra, feeds).unwrap()
+    };
+    let (reference, rewritten) = (latent(&mut original), latent(&mut planar_encoder));
+    assert_eq!(rewritten.frames(), reference.frames());
+    let snr = stream::snr_db(reference.data(), rewritten.data());
+    eprintln!(
+        "2-D first part vs original: {snr:.1} dB over {} frames",
+        reference.frames()
+    );
+    assert!(snr >= 60.0, "{snr:.1} dB");
+    // Each wrapped convolution adds one Unsqueeze and one Squeeze; most of the first part's are wrapped.
+    let count = |bytes: &[u8], op: &str| ops(bytes).iter().filter(|o| *o == op).count();
+    let convs = count(&parts.encoder, "Conv");
+    let wrapped_convs = count(&wrapped, "Squeeze") - count(&parts.encoder, "Squeeze");
+    assert_eq!(count(&wrapped, "Conv"), convs);
+    assert_eq!(
+        count(&wrapped, "Unsqueeze") - count(&parts.encoder, "Unsqueeze"),
+        wrapped_convs
+    );
+    assert!(
+        wrapped_convs * 10 >= convs * 9,
+        "{wrapped_convs} of {convs} convolutions"
+    );
 }
 
 #[test]
@@ -322,4 +335,30 @@ fn the_shipped_voice_loads_with_the_2d_decoder() {
     let engine = PiperEngine::load(voice("test-planar-load", &model), &settings()).unwrap();
     assert_eq!(engine.mode(), DecoderMode::Streaming);
     assert_eq!(super::engine::planar_decoder("test-planar-load"), Some(true));
+}
+
+/// The operator of every node of `model`, sorted.
+fn ops(model: &[u8]) -> Vec<String> {
+    let fields = wire::fields(model).unwrap();
+    let graph = wire::fields(
+        split::single(&fields, split::MODEL_GRAPH, "graph")
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    let mut ops: Vec<String> = graph
+        .iter()
+        .filter(|f| f.number == split::GRAPH_NODE)
+        .map(|f| {
+            let node = wire::fields(f.payload).unwrap();
+            node.iter()
+                .find(|n| n.number == split::NODE_OP_TYPE)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    ops.sort();
+    ops
 }

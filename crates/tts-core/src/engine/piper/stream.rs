@@ -95,6 +95,11 @@ impl Latent {
     pub(super) fn frames(&self) -> usize {
         self.frames
     }
+
+    /// The latent's values, channel by channel.
+    pub(super) fn data(&self) -> &[f32] {
+        &self.data
+    }
 }
 
 /// The two sessions of a split voice.
@@ -117,34 +122,7 @@ impl SplitSessions {
 
     /// Runs the first part.
     pub(super) fn encode(&mut self, feeds: Vec<(String, DynTensor)>) -> Result<Latent, String> {
-        let outputs = self.encoder.run(feeds).map_err(|e| e.to_string())?;
-        let extract = |name: &str| -> Result<Owned, String> {
-            let (shape, data) = outputs[name]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| format!("{name}: {e}"))?;
-            Ok(Owned {
-                shape: shape.to_vec(),
-                data: data.to_vec(),
-            })
-        };
-        let latent = extract(&self.latent)?;
-        let [1, channels, frames] = latent.shape[..] else {
-            return Err(format!(
-                "latent {} has shape {:?}, not [1, channels, frames]",
-                self.latent, latent.shape
-            ));
-        };
-        let extra = self
-            .extra
-            .iter()
-            .map(|name| extract(name).map(|t| (name.clone(), t)))
-            .collect::<Result<_, _>>()?;
-        Ok(Latent {
-            channels: usize::try_from(channels).map_err(|e| e.to_string())?,
-            frames: usize::try_from(frames).map_err(|e| e.to_string())?,
-            data: latent.data,
-            extra,
-        })
+        encode_on(&mut self.encoder, &self.latent, &self.extra, feeds)
     }
 
     /// Decodes frames `[start, end)` of `latent` with up to `overlap` frames of context on each side
@@ -157,6 +135,43 @@ impl SplitSessions {
     ) -> Result<Vec<f32>, String> {
         decode_on(&mut self.decoder, &self.latent, latent, window, overlap)
     }
+}
+
+/// Runs a first part, `encoder`, whose outputs are the latent named `latent` and the decoder's `extra`
+/// inputs.
+pub(super) fn encode_on(
+    encoder: &mut Session,
+    latent: &str,
+    extra: &[String],
+    feeds: Vec<(String, DynTensor)>,
+) -> Result<Latent, String> {
+    let outputs = encoder.run(feeds).map_err(|e| e.to_string())?;
+    let extract = |name: &str| -> Result<Owned, String> {
+        let (shape, data) = outputs[name]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| format!("{name}: {e}"))?;
+        Ok(Owned {
+            shape: shape.to_vec(),
+            data: data.to_vec(),
+        })
+    };
+    let tensor = extract(latent)?;
+    let [1, channels, frames] = tensor.shape[..] else {
+        return Err(format!(
+            "latent {latent} has shape {:?}, not [1, channels, frames]",
+            tensor.shape
+        ));
+    };
+    let extra = extra
+        .iter()
+        .map(|name| extract(name).map(|t| (name.clone(), t)))
+        .collect::<Result<_, _>>()?;
+    Ok(Latent {
+        channels: usize::try_from(channels).map_err(|e| e.to_string())?,
+        frames: usize::try_from(frames).map_err(|e| e.to_string())?,
+        data: tensor.data,
+        extra,
+    })
 }
 
 /// Decodes frames `[start, end)` of `latent` on `decoder` (whose latent input is `input`) with up to
