@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::split::{
     GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, GRAPH_VALUE_INFO, MODEL_GRAPH,
-    MODEL_OPSET_IMPORT, NODE_ATTRIBUTE, NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_OUTPUT, TENSOR_NAME,
+    MODEL_OPSET_IMPORT, NODE_ATTRIBUTE, NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_OUTPUT, Named, TENSOR_NAME,
     VALUE_INFO_NAME, named, single,
 };
 use super::wire::{self, Field};
@@ -52,14 +52,13 @@ struct Node<'a> {
 
 /// Rewrites `decoder` (a ModelProto) to run on 4-D tensors; the error says why it cannot.
 pub(super) fn rewrite(decoder: &[u8]) -> Result<Vec<u8>, String> {
-    let model_fields = wire::fields(decoder)?;
-    check_opset(&model_fields)?;
-    let graph = wire::fields(single(&model_fields, MODEL_GRAPH, "graph")?.payload)?;
-    let nodes = graph
-        .iter()
-        .filter(|f| f.number == GRAPH_NODE)
-        .map(|f| node(f.payload))
-        .collect::<Result<Vec<_>, _>>()?;
+    let Parsed {
+        model_fields,
+        graph,
+        nodes,
+        initializers,
+        ranks,
+    } = parse(decoder)?;
     let inputs: Vec<&str> = named(&graph, GRAPH_INPUT, VALUE_INFO_NAME)?
         .iter()
         .map(|n| n.name)
@@ -68,14 +67,6 @@ pub(super) fn rewrite(decoder: &[u8]) -> Result<Vec<u8>, String> {
         .iter()
         .map(|n| n.name)
         .collect();
-    let initializers = named(&graph, GRAPH_INITIALIZER, TENSOR_NAME)?;
-    let ranks: HashMap<&str, usize> = initializers
-        .iter()
-        .map(|i| Ok((i.name, dims(i.payload)?.len())))
-        .collect::<Result<_, String>>()?;
-    if ranks.contains_key(AXES) {
-        return Err(format!("the decoder already has an initializer named {AXES}"));
-    }
 
     // Which tensors are 4-D after the rewrite, and which nodes run on them.
     let mut planar: HashSet<&str> = inputs.iter().copied().collect();
@@ -209,22 +200,13 @@ pub(super) fn rewrite(decoder: &[u8]) -> Result<Vec<u8>, String> {
 /// its original output; every other node is copied. The error says why it cannot (opset before 13, no
 /// such convolution).
 pub(super) fn wrap_convs(model: &[u8]) -> Result<Vec<u8>, String> {
-    let model_fields = wire::fields(model)?;
-    check_opset(&model_fields)?;
-    let graph = wire::fields(single(&model_fields, MODEL_GRAPH, "graph")?.payload)?;
-    let nodes = graph
-        .iter()
-        .filter(|f| f.number == GRAPH_NODE)
-        .map(|f| node(f.payload))
-        .collect::<Result<Vec<_>, _>>()?;
-    let initializers = named(&graph, GRAPH_INITIALIZER, TENSOR_NAME)?;
-    let ranks: HashMap<&str, usize> = initializers
-        .iter()
-        .map(|i| Ok((i.name, dims(i.payload)?.len())))
-        .collect::<Result<_, String>>()?;
-    if ranks.contains_key(AXES) {
-        return Err(format!("the model already has an initializer named {AXES}"));
-    }
+    let Parsed {
+        model_fields,
+        graph,
+        nodes,
+        initializers,
+        ranks,
+    } = parse(model)?;
     let mut readers: HashMap<&str, usize> = HashMap::new();
     for input in nodes.iter().flat_map(|n| &n.inputs) {
         *readers.entry(input).or_default() += 1;
@@ -293,6 +275,44 @@ pub(super) fn wrap_convs(model: &[u8]) -> Result<Vec<u8>, String> {
     }
     wire::put_len(&mut out, GRAPH_INITIALIZER, &axes_tensor());
     Ok(with_graph(&model_fields, &out, model.len()))
+}
+
+/// A model's graph, read for a rewrite.
+struct Parsed<'a> {
+    model_fields: Vec<Field<'a>>,
+    graph: Vec<Field<'a>>,
+    nodes: Vec<Node<'a>>,
+    initializers: Vec<Named<'a>>,
+    /// Initializer name → rank.
+    ranks: HashMap<&'a str, usize>,
+}
+
+/// Reads `model` (a ModelProto) for a rewrite: its opset must be 13 or later (for the axes input of
+/// `Squeeze` and `Unsqueeze`), and the name [`AXES`] must be free.
+fn parse(model: &[u8]) -> Result<Parsed<'_>, String> {
+    let model_fields = wire::fields(model)?;
+    check_opset(&model_fields)?;
+    let graph = wire::fields(single(&model_fields, MODEL_GRAPH, "graph")?.payload)?;
+    let nodes = graph
+        .iter()
+        .filter(|f| f.number == GRAPH_NODE)
+        .map(|f| node(f.payload))
+        .collect::<Result<Vec<_>, _>>()?;
+    let initializers = named(&graph, GRAPH_INITIALIZER, TENSOR_NAME)?;
+    let ranks = initializers
+        .iter()
+        .map(|i| Ok((i.name, dims(i.payload)?.len())))
+        .collect::<Result<HashMap<_, _>, String>>()?;
+    if ranks.contains_key(AXES) {
+        return Err(format!("the model already has an initializer named {AXES}"));
+    }
+    Ok(Parsed {
+        model_fields,
+        graph,
+        nodes,
+        initializers,
+        ranks,
+    })
 }
 
 /// The model of `model_fields` with `graph` as its graph.
@@ -463,6 +483,21 @@ mod tests {
         out
     }
 
+    /// A model of `graph`'s nodes and initializers, with input `input`, output `y`, a recorded shape
+    /// for `c`, and the default-domain `opset`.
+    fn model(mut graph: Vec<u8>, input: &str, opset: u64) -> Vec<u8> {
+        wire::put_len(&mut graph, GRAPH_INPUT, &value_info(input));
+        wire::put_len(&mut graph, GRAPH_OUTPUT, &value_info("y"));
+        wire::put_len(&mut graph, GRAPH_VALUE_INFO, &value_info("c"));
+        let mut opset_import = Vec::new();
+        wire::put_uint(&mut opset_import, OPSET_VERSION, opset);
+        let mut model = Vec::new();
+        wire::put_uint(&mut model, 1, 8);
+        wire::put_len(&mut model, MODEL_GRAPH, &graph);
+        wire::put_len(&mut model, MODEL_OPSET_IMPORT, &opset_import);
+        model
+    }
+
     /// z → Conv(w, b) → c → LeakyRelu → l → Add(scale) → a → ConvTranspose(u) → t → Unsqueeze → y.
     fn decoder(opset: u64, scale_dims: &[u64]) -> Vec<u8> {
         let mut graph = Vec::new();
@@ -502,16 +537,7 @@ mod tests {
         ] {
             wire::put_len(&mut graph, GRAPH_INITIALIZER, &t);
         }
-        wire::put_len(&mut graph, GRAPH_INPUT, &value_info("z"));
-        wire::put_len(&mut graph, GRAPH_OUTPUT, &value_info("y"));
-        wire::put_len(&mut graph, GRAPH_VALUE_INFO, &value_info("c"));
-        let mut opset_import = Vec::new();
-        wire::put_uint(&mut opset_import, OPSET_VERSION, opset);
-        let mut model = Vec::new();
-        wire::put_uint(&mut model, 1, 8);
-        wire::put_len(&mut model, MODEL_GRAPH, &graph);
-        wire::put_len(&mut model, MODEL_OPSET_IMPORT, &opset_import);
-        model
+        model(graph, "z", opset)
     }
 
     /// A node as (op, inputs, output, attributes as name → ints).
@@ -659,16 +685,7 @@ mod tests {
         ] {
             wire::put_len(&mut graph, GRAPH_INITIALIZER, &t);
         }
-        wire::put_len(&mut graph, GRAPH_INPUT, &value_info("x"));
-        wire::put_len(&mut graph, GRAPH_OUTPUT, &value_info("y"));
-        wire::put_len(&mut graph, GRAPH_VALUE_INFO, &value_info("c"));
-        let mut opset_import = Vec::new();
-        wire::put_uint(&mut opset_import, OPSET_VERSION, opset);
-        let mut model = Vec::new();
-        wire::put_uint(&mut model, 1, 8);
-        wire::put_len(&mut model, MODEL_GRAPH, &graph);
-        wire::put_len(&mut model, MODEL_OPSET_IMPORT, &opset_import);
-        model
+        model(graph, "x", opset)
     }
 
     #[test]
