@@ -597,10 +597,9 @@ mod tests {
         )
     }
 
-    #[test]
-    fn convolutions_gain_a_height_of_one_between_an_unsqueeze_and_a_squeeze() {
-        let (nodes, inits, infos) = summary(&rewrite(&decoder(15, &[])).unwrap());
-        let ops: Vec<(&str, Vec<&str>, &str)> = nodes
+    /// Each node as (op, inputs, output).
+    fn wiring(nodes: &[NodeSummary]) -> Vec<(&str, Vec<&str>, &str)> {
+        nodes
             .iter()
             .map(|(op, inputs, output, _)| {
                 (
@@ -609,9 +608,24 @@ mod tests {
                     output.as_str(),
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    /// Attributes as `summary` gives them.
+    fn pairs(v: &[(&str, &[u64])]) -> Vec<(String, Vec<u64>)> {
+        v.iter().map(|(n, x)| ((*n).to_owned(), x.to_vec())).collect()
+    }
+
+    /// The dims of initializer `name`, if there is one.
+    fn dims_of(inits: &[Dims], name: &str) -> Option<Vec<u64>> {
+        inits.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone())
+    }
+
+    #[test]
+    fn convolutions_gain_a_height_of_one_between_an_unsqueeze_and_a_squeeze() {
+        let (nodes, inits, infos) = summary(&rewrite(&decoder(15, &[])).unwrap());
         assert_eq!(
-            ops,
+            wiring(&nodes),
             vec![
                 ("Unsqueeze", vec!["z", AXES], "z/planar"),
                 ("Conv", vec!["z/planar", "w", "b"], "c"),
@@ -623,9 +637,6 @@ mod tests {
             ]
         );
         let attributes = |i: usize| nodes[i].3.clone();
-        let pairs = |v: &[(&str, &[u64])]| -> Vec<(String, Vec<u64>)> {
-            v.iter().map(|(n, x)| ((*n).to_owned(), x.to_vec())).collect()
-        };
         assert_eq!(
             attributes(1),
             pairs(&[
@@ -642,11 +653,10 @@ mod tests {
                 ("pads", &[0, 1, 0, 1])
             ])
         );
-        let dims_of = |name: &str| inits.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone());
-        assert_eq!(dims_of("w"), Some(vec![2, 4, 1, 3]));
-        assert_eq!(dims_of("u"), Some(vec![2, 1, 1, 4]));
-        assert_eq!(dims_of("b"), Some(vec![2]));
-        assert_eq!(dims_of(AXES), Some(vec![1]));
+        assert_eq!(dims_of(&inits, "w"), Some(vec![2, 4, 1, 3]));
+        assert_eq!(dims_of(&inits, "u"), Some(vec![2, 1, 1, 4]));
+        assert_eq!(dims_of(&inits, "b"), Some(vec![2]));
+        assert_eq!(dims_of(&inits, AXES), Some(vec![1]));
         // The 3-D shape recorded for `c` would contradict the new one.
         assert!(infos.is_empty(), "{infos:?}");
     }
@@ -691,18 +701,8 @@ mod tests {
     #[test]
     fn each_first_part_convolution_is_wrapped_on_its_own_and_the_graph_keeps_its_3d_tensors() {
         let (nodes, inits, infos) = summary(&wrap_convs(&first_part(15, "w")).unwrap());
-        let ops: Vec<(&str, Vec<&str>, &str)> = nodes
-            .iter()
-            .map(|(op, inputs, output, _)| {
-                (
-                    op.as_str(),
-                    inputs.iter().map(String::as_str).collect(),
-                    output.as_str(),
-                )
-            })
-            .collect();
         assert_eq!(
-            ops,
+            wiring(&nodes),
             vec![
                 ("Unsqueeze", vec!["x", AXES], "c/planar_in"),
                 ("Conv", vec!["c/planar_in", "w", "b"], "c/planar"),
@@ -714,19 +714,15 @@ mod tests {
                 ("MatMul", vec!["e", "m"], "y"),
             ]
         );
-        let pairs = |v: &[(&str, &[u64])]| -> Vec<(String, Vec<u64>)> {
-            v.iter().map(|(n, x)| ((*n).to_owned(), x.to_vec())).collect()
-        };
         assert_eq!(
             nodes[1].3,
             pairs(&[("kernel_shape", &[1, 3]), ("pads", &[0, 1, 0, 1])])
         );
         assert_eq!(nodes[4].3, pairs(&[("kernel_shape", &[3]), ("pads", &[1, 1])]));
-        let dims_of = |name: &str| inits.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone());
-        assert_eq!(dims_of("w"), Some(vec![2, 4, 1, 3]));
-        assert_eq!(dims_of("s"), Some(vec![2, 2, 3]));
-        assert_eq!(dims_of("m"), Some(vec![5, 5]));
-        assert_eq!(dims_of(AXES), Some(vec![1]));
+        assert_eq!(dims_of(&inits, "w"), Some(vec![2, 4, 1, 3]));
+        assert_eq!(dims_of(&inits, "s"), Some(vec![2, 2, 3]));
+        assert_eq!(dims_of(&inits, "m"), Some(vec![5, 5]));
+        assert_eq!(dims_of(&inits, AXES), Some(vec![1]));
         // `c` is 3-D again after its Squeeze, so its recorded shape still holds.
         assert_eq!(infos, vec!["c".to_owned()]);
     }
