@@ -23,6 +23,30 @@ pub enum Flow {
     Continue,
     /// The chunk was cancelled (barge-in): stop as soon as possible and return [`EngineError::Cancelled`].
     Stop,
+    /// Another chunk needs this engine thread more urgently. Asked only with an empty piece, before costly
+    /// work: an engine that produces audio in pieces may return `Ok` now and keep what it had left to do
+    /// for [`Engine::take_rest`]; any other engine goes on as with `Continue`.
+    Pause,
+}
+
+/// What a paused chunk had left to do ([`Flow::Pause`]), for [`Engine::resume`] on any engine of the same
+/// voice. Its audio is the same as if the chunk had not paused.
+pub struct Rest(Box<dyn std::any::Any + Send>);
+
+impl Rest {
+    pub(crate) fn new(rest: impl std::any::Any + Send) -> Self {
+        Self(Box::new(rest))
+    }
+
+    pub(crate) fn downcast<T: 'static>(self) -> Option<T> {
+        self.0.downcast().ok().map(|rest| *rest)
+    }
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rest")
+    }
 }
 
 /// Failures of an engine (or of the worker running it); the gateway maps them to `SYNTHESIS_FAILED`, and
@@ -64,6 +88,22 @@ pub trait Engine: Send {
     /// an empty piece to ask whether to go on before costly work (Piper does before each decoder
     /// window), so sinks must accept one.
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError>;
+
+    /// After a [`Engine::synthesize`] or [`Engine::resume`] that returned `Ok` because the sink answered
+    /// [`Flow::Pause`]: what the chunk had left to do. None when it ran to its end (engines that never
+    /// pause always answer None).
+    fn take_rest(&mut self) -> Option<Rest> {
+        None
+    }
+
+    /// Goes on with a paused chunk's `rest` (taken from an engine of the same voice), handing the sink the
+    /// rest of its audio; it may pause again.
+    fn resume(&mut self, _rest: Rest, _sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
+        Err(EngineError::Inference {
+            voice: self.voice().id.clone(),
+            reason: "this engine cannot resume a paused chunk".into(),
+        })
+    }
 
     /// Tells the engine whether the next [`Engine::synthesize`] call runs while the machine is quiet (a
     /// first chunk and no other engine thread busy), so it may use more than one core. Engines that

@@ -8,6 +8,9 @@
 //!   (the gateway's session does).
 //! - Every job carries a [`CancelToken`]; a cancelled job is dropped by the scheduler before an engine
 //!   sees it, and a running one stops at the engine's next PCM piece.
+//! - A running job whose session has audio in hand pauses between two pieces when another chunk needs
+//!   the thread more ([`Flow::Pause`], `schedule`), and is queued again to go on, on any thread, when its
+//!   session needs it; its events and its audio are the same as if it had not paused.
 //! - Engine output is resampled to 48 kHz on the engine thread and handed to the job's event callback
 //!   piece by piece, as soon as it exists. The callback must not block (the gateway's is a channel send).
 //! - Loaded engines are kept in a cache of idle instances per voice: at most one instance per thread per
@@ -29,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::audio::StreamResampler;
-use crate::engine::{self, Engine, EngineError, EngineSettings, Flow};
+use crate::engine::{self, Engine, EngineError, EngineSettings, Flow, Rest};
 use crate::voices::VoiceInfo;
 
 use residency::Residency;
@@ -212,6 +215,41 @@ pub struct PoolStats {
 struct Queued {
     job: Job,
     enqueued: Instant,
+    /// Set when the job ran before and paused.
+    paused: Option<Box<Resumable>>,
+}
+
+/// A job paused between two pieces of its audio, queued again to go on when its session needs it.
+struct Resumable {
+    rest: Rest,
+    /// The job's resampler, holding the filter state of the audio so far.
+    resampler: StreamResampler,
+    so_far: Progress,
+    span: tracing::Span,
+}
+
+/// A job's totals over its runs.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    queue_wait: Duration,
+    engine_first_pcm: Option<Duration>,
+    engine_time: Duration,
+    /// Samples made, at the engine's rate.
+    samples: usize,
+    pauses: u32,
+}
+
+/// How one run of a job ended.
+enum Ran {
+    Finished(JobStats, u32),
+    Paused(Box<Resumable>),
+}
+
+/// The audio one run of a job made: when its first piece came and how many seconds, for the session's
+/// playback estimate.
+struct RunAudio {
+    first: Option<Instant>,
+    seconds: f64,
 }
 
 struct Shared {
@@ -280,7 +318,11 @@ impl Pool {
             .map_err(|residency::AllInUse(cap)| SubmitError::VoicesInUse(cap))?;
         let evicted = evicted.map(|voice| self.shared.evict(&voice, "room"));
         let now = Instant::now();
-        let queued = Queued { job, enqueued: now };
+        let queued = Queued {
+            job,
+            enqueued: now,
+            paused: None,
+        };
         lanes.push(queued);
         drop(lanes);
         drop(evicted);
@@ -459,8 +501,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Blocks until a job is ready; None once the pool is closed. Sweeps idle voices while it waits.
-fn next_job(shared: &Shared) -> Option<Queued> {
+/// Blocks until a job is ready; None once the pool is closed. Sweeps idle voices while it waits. The
+/// resampler of a paused job that was cancelled goes to this thread's `resamplers`.
+fn next_job(shared: &Shared, resamplers: &mut HashMap<u32, StreamResampler>) -> Option<Queued> {
     let sweep_every = shared.config.residency.sweep_interval();
     let mut lanes = lock(&shared.lanes);
     loop {
@@ -470,6 +513,9 @@ fn next_job(shared: &Shared) -> Option<Queued> {
         match lanes.pop() {
             Some(queued) if queued.job.cancel.is_cancelled() => {
                 lock(&shared.residency).job_done(&queued.job.voice.id);
+                if let Some(paused) = queued.paused {
+                    keep_resampler(resamplers, paused.resampler);
+                }
                 shared.discarded.fetch_add(1, Ordering::Relaxed);
                 shared.progress.fetch_add(1, Ordering::Relaxed);
             }
@@ -492,49 +538,67 @@ fn next_job(shared: &Shared) -> Option<Queued> {
 
 fn engine_thread(shared: &Shared) {
     let mut resamplers: HashMap<u32, StreamResampler> = HashMap::new();
-    while let Some(queued) = next_job(shared) {
+    while let Some(queued) = next_job(shared, &mut resamplers) {
         shared.busy.fetch_add(1, Ordering::Relaxed);
         let busy_since = Instant::now();
         let queue_wait = queued.enqueued.elapsed();
-        let Queued { mut job, .. } = queued;
-        let span = tracing::info_span!(
-            parent: &job.parent,
-            "synthesize",
-            "tts.engine" = job.voice.engine.as_str(),
-            "tts.voice" = %job.voice.id,
-            "tts.characters" = job.text.chars().count(),
-            "tts.first_chunk" = job.first,
-            "tts.queue_wait_ms" = queue_wait.as_secs_f64() * 1000.0,
-            "tts.audio_seconds" = tracing::field::Empty,
-            "tts.real_time_factor" = tracing::field::Empty,
-            "otel.status_code" = tracing::field::Empty,
-            "otel.status_message" = tracing::field::Empty,
-        );
+        let Queued { mut job, paused, .. } = queued;
+        let span = match &paused {
+            Some(paused) => paused.span.clone(),
+            None => tracing::info_span!(
+                parent: &job.parent,
+                "synthesize",
+                "tts.engine" = job.voice.engine.as_str(),
+                "tts.voice" = %job.voice.id,
+                "tts.characters" = job.text.chars().count(),
+                "tts.first_chunk" = job.first,
+                "tts.queue_wait_ms" = queue_wait.as_secs_f64() * 1000.0,
+                "tts.audio_seconds" = tracing::field::Empty,
+                "tts.real_time_factor" = tracing::field::Empty,
+                "tts.pauses" = tracing::field::Empty,
+                "otel.status_code" = tracing::field::Empty,
+                "otel.status_message" = tracing::field::Empty,
+            ),
+        };
         let _entered = span.enter();
-        (job.events)(JobEvent::Started { queue_wait });
-        let outcome = run_job_isolated(shared, &mut job, queue_wait, &mut resamplers);
-        lock(&shared.residency).job_done(&job.voice.id);
+        if paused.is_none() {
+            (job.events)(JobEvent::Started { queue_wait });
+        }
+        let outcome = run_job_isolated(shared, &mut job, queue_wait, &mut resamplers, paused);
         match outcome {
-            Ok(stats) => {
-                if let Some(first_pcm) = stats.engine_first_pcm {
-                    let first_audio = busy_since + first_pcm;
-                    lock(&shared.lanes).played(
-                        &job.session_id,
-                        job.cancel.generation(),
-                        first_audio,
-                        stats.audio_seconds,
-                    );
+            Ok((Ran::Paused(mut resumable), audio)) => {
+                played(shared, &job, &audio);
+                resumable.span = span.clone();
+                let mut lanes = lock(&shared.lanes);
+                if lanes.closed {
+                    drop(lanes);
+                    lock(&shared.residency).job_done(&job.voice.id);
+                } else {
+                    lanes.push(Queued {
+                        job,
+                        enqueued: Instant::now(),
+                        paused: Some(resumable),
+                    });
+                    drop(lanes);
+                    shared.ready.notify_one();
                 }
+            }
+            Ok((Ran::Finished(stats, pauses), audio)) => {
+                lock(&shared.residency).job_done(&job.voice.id);
+                played(shared, &job, &audio);
                 span.record("tts.audio_seconds", stats.audio_seconds);
+                span.record("tts.pauses", pauses);
                 if let Some(rtf) = stats.real_time_factor() {
                     span.record("tts.real_time_factor", rtf);
                 }
                 (job.events)(JobEvent::Finished(stats))
             }
             Err(EngineError::Cancelled) => {
+                lock(&shared.residency).job_done(&job.voice.id);
                 tracing::debug!("Synthesis cancelled.");
             }
             Err(error) => {
+                lock(&shared.residency).job_done(&job.voice.id);
                 span.record("otel.status_code", "ERROR");
                 span.record("otel.status_message", error.to_string().as_str());
                 tracing::warn!(error = %error, "Synthesis failed.");
@@ -550,16 +614,25 @@ fn engine_thread(shared: &Shared) {
     }
 }
 
-/// Runs the job, turning a panic in the engine (or in its sink) into a failed chunk: the engine instance
-/// it had taken is dropped rather than reused, the thread's resamplers are rebuilt, and the thread goes on
-/// serving the queue, so one bad chunk never silences the sessions behind it.
+/// The session of `job` plays `audio` after what it had.
+fn played(shared: &Shared, job: &Job, audio: &RunAudio) {
+    if let Some(first) = audio.first {
+        lock(&shared.lanes).played(&job.session_id, job.cancel.generation(), first, audio.seconds);
+    }
+}
+
+/// Runs the job (or the rest of a paused one), turning a panic in the engine (or in its sink) into a
+/// failed chunk: the engine instance it had taken is dropped rather than reused, the thread's resamplers
+/// are rebuilt, and the thread goes on serving the queue, so one bad chunk never silences the sessions
+/// behind it.
 fn run_job_isolated(
     shared: &Shared,
     job: &mut Job,
     queue_wait: Duration,
     resamplers: &mut HashMap<u32, StreamResampler>,
-) -> Result<JobStats, EngineError> {
-    let run = std::panic::AssertUnwindSafe(|| run_job(shared, job, queue_wait, resamplers));
+    paused: Option<Box<Resumable>>,
+) -> Result<(Ran, RunAudio), EngineError> {
+    let run = std::panic::AssertUnwindSafe(|| run_job(shared, job, queue_wait, resamplers, paused));
     std::panic::catch_unwind(run).unwrap_or_else(|payload| {
         shared.panics.fetch_add(1, Ordering::Relaxed);
         resamplers.clear();
@@ -584,41 +657,77 @@ fn take_engine(shared: &Shared, voice: &VoiceInfo) -> Result<Box<dyn Engine>, En
     engine::load(voice, &shared.config.engine)
 }
 
+/// Resets `resampler` (dropping what a cancelled chunk left in it) and keeps it for the thread's next job.
+fn keep_resampler(resamplers: &mut HashMap<u32, StreamResampler>, mut resampler: StreamResampler) {
+    if resampler.finish(&mut Vec::new()).is_ok() {
+        resamplers.entry(resampler.input_rate()).or_insert(resampler);
+    }
+}
+
+fn resampler_error(err: impl std::fmt::Display) -> EngineError {
+    EngineError::Espeak(format!("resampler: {err}"))
+}
+
+/// One run of `job`: from its start, or from where it paused. Pauses (between two pieces, once this run
+/// has handed on audio) when the scheduler says another chunk needs the thread more.
 fn run_job(
     shared: &Shared,
     job: &mut Job,
     queue_wait: Duration,
     resamplers: &mut HashMap<u32, StreamResampler>,
-) -> Result<JobStats, EngineError> {
+    paused: Option<Box<Resumable>>,
+) -> Result<(Ran, RunAudio), EngineError> {
     let mut engine = take_engine(shared, &job.voice)?;
     let rate = engine.sample_rate();
-    let resampler = match resamplers.entry(rate) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(
-            StreamResampler::new(rate).map_err(|err| EngineError::Espeak(format!("resampler: {err}")))?,
-        ),
+    let (rest, mut resampler, mut progress) = match paused.map(|paused| *paused) {
+        Some(Resumable {
+            rest,
+            resampler,
+            so_far,
+            ..
+        }) => (Some(rest), resampler, so_far),
+        None => {
+            let resampler = match resamplers.remove(&rate) {
+                Some(resampler) => resampler,
+                None => StreamResampler::new(rate).map_err(resampler_error)?,
+            };
+            let progress = Progress {
+                queue_wait,
+                engine_first_pcm: None,
+                engine_time: Duration::ZERO,
+                samples: 0,
+                pauses: 0,
+            };
+            (None, resampler, progress)
+        }
     };
     let inference = tracing::info_span!("inference", "tts.engine" = job.voice.engine.as_str());
     let _inference = inference.enter();
     let started = Instant::now();
-    let mut first_pcm = None;
-    let mut produced = 0usize;
+    let mut first: Option<Instant> = None;
+    let mut samples = 0usize;
     let cancel = job.cancel.clone();
+    let (session, generation) = (job.session_id.clone(), cancel.generation());
     let events = &mut job.events;
     let mut resample_error = None;
-    // Busy counts this thread too: quiet means nobody else is synthesising.
-    engine.set_quiet(job.first && shared.busy.load(Ordering::Relaxed) <= 1);
-    engine.set_speed(job.speed);
-    engine.set_first_chunk(job.first);
-    let result = engine.synthesize(&job.text, &mut |pcm| {
+    let mut sink = |pcm: &[i16]| {
         if cancel.is_cancelled() {
             return Flow::Stop;
         }
         if pcm.is_empty() {
-            return Flow::Continue;
+            // Asked before costly work: go on, or give the thread to a chunk that needs it more.
+            let seconds = samples as f64 / f64::from(rate);
+            let pause = first.is_some_and(|first| {
+                lock(&shared.lanes).should_pause(&session, generation, first, seconds, Instant::now())
+            });
+            return if pause { Flow::Pause } else { Flow::Continue };
         }
-        first_pcm.get_or_insert_with(|| started.elapsed());
-        produced += pcm.len();
+        let now = Instant::now();
+        first.get_or_insert(now);
+        progress
+            .engine_first_pcm
+            .get_or_insert_with(|| now.duration_since(started));
+        samples += pcm.len();
         let mut out = Vec::with_capacity(pcm.len() * 3);
         if let Err(err) = resampler.process(pcm, &mut out) {
             resample_error = Some(err);
@@ -628,32 +737,63 @@ fn run_job(
             events(JobEvent::Audio(out));
         }
         Flow::Continue
-    });
-    let engine_time = started.elapsed();
+    };
+    let result = match rest {
+        Some(rest) => engine.resume(rest, &mut sink),
+        None => {
+            // Busy counts this thread too: quiet means nobody else is synthesising.
+            engine.set_quiet(job.first && shared.busy.load(Ordering::Relaxed) <= 1);
+            engine.set_speed(job.speed);
+            engine.set_first_chunk(job.first);
+            engine.synthesize(&job.text, &mut sink)
+        }
+    };
+    let rest = engine.take_rest();
+    progress.engine_time += started.elapsed();
     drop(_inference);
     lock(&shared.idle_engines)
         .entry(job.voice.id.clone())
         .or_default()
         .push(engine);
-    let mut tail = Vec::new();
-    let flushed = resampler.finish(&mut tail);
     if let Some(err) = resample_error {
-        return Err(EngineError::Espeak(format!("resampler: {err}")));
+        return Err(resampler_error(err));
     }
-    result?;
-    flushed.map_err(|err| EngineError::Espeak(format!("resampler: {err}")))?;
+    if let Err(error) = result {
+        keep_resampler(resamplers, resampler);
+        return Err(error);
+    }
     if cancel.is_cancelled() {
+        keep_resampler(resamplers, resampler);
         return Err(EngineError::Cancelled);
     }
+    progress.samples += samples;
+    let audio = RunAudio {
+        first,
+        seconds: samples as f64 / f64::from(rate),
+    };
+    if let Some(rest) = rest {
+        progress.pauses += 1;
+        let resumable = Resumable {
+            rest,
+            resampler,
+            so_far: progress,
+            span: tracing::Span::none(),
+        };
+        return Ok((Ran::Paused(Box::new(resumable)), audio));
+    }
+    let mut tail = Vec::new();
+    resampler.finish(&mut tail).map_err(resampler_error)?;
+    resamplers.entry(rate).or_insert(resampler);
     if !tail.is_empty() {
         (job.events)(JobEvent::Audio(tail));
     }
-    Ok(JobStats {
-        queue_wait,
-        engine_first_pcm: first_pcm,
-        engine_time,
-        audio_seconds: produced as f64 / rate as f64,
-    })
+    let stats = JobStats {
+        queue_wait: progress.queue_wait,
+        engine_first_pcm: progress.engine_first_pcm,
+        engine_time: progress.engine_time,
+        audio_seconds: progress.samples as f64 / f64::from(rate),
+    };
+    Ok((Ran::Finished(stats, progress.pauses), audio))
 }
 
 #[cfg(test)]

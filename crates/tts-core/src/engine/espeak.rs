@@ -98,7 +98,8 @@ unsafe extern "C" fn synth_callback(wav: *mut c_short, numsamples: c_int, _event
         unsafe { (*sink)(pcm) }
     }));
     match called {
-        Ok(Flow::Continue) => 0,
+        // espeak-ng synthesises a chunk in one call: it cannot pause.
+        Ok(Flow::Continue | Flow::Pause) => 0,
         Ok(Flow::Stop) => 1,
         Err(payload) => {
             SINK_PANIC.with(|slot| slot.set(Some(payload)));

@@ -17,6 +17,12 @@
 //! The first lane yields to a playing session about to run dry: when the second lane's earliest deadline
 //! is within [`GUARD`], that chunk goes first, so under heavy load new utterances wait a little longer
 //! for first audio rather than playing ones falling silent mid-sentence.
+//!
+//! A running chunk yields too, between two pieces of its audio ([`Queue::should_pause`]): once its session
+//! has more than [`GUARD`] of audio in hand while a listener waits for first audio or another session
+//! runs dry within [`GUARD`], it pauses and goes back into the second lane by its new deadline. A long
+//! chunk then no longer holds a thread while others need it, and the rest of a chunk is decoded only when
+//! its session is about to need it, so what a barge-in throws away under load is mostly never made.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -68,7 +74,8 @@ impl Queue {
 
     pub(super) fn push(&mut self, queued: Queued) {
         let deadline = self.deadline(&queued);
-        let waiting_for_first_audio = queued.job.first && deadline == queued.enqueued;
+        let waiting_for_first_audio =
+            queued.paused.is_none() && queued.job.first && deadline == queued.enqueued;
         let key = (deadline, self.next_seq);
         self.next_seq += 1;
         if waiting_for_first_audio {
@@ -100,19 +107,40 @@ impl Queue {
     /// A job of `session` in cancel generation `generation` produced `seconds` of audio, the first of it
     /// at `first_audio`: the session plays it after what it already had.
     pub(super) fn played(&mut self, session: &Arc<str>, generation: u64, first_audio: Instant, seconds: f64) {
-        let length = Duration::from_secs_f64(seconds.max(0.0));
-        let entry = self.playback.entry(session.clone()).or_insert(Playback {
-            end: first_audio,
-            generation,
-        });
-        if entry.generation != generation {
-            *entry = Playback {
-                end: first_audio,
-                generation,
-            };
-        }
-        entry.end = entry.end.max(first_audio) + length;
+        let end = self.end_after(session, generation, first_audio, seconds);
+        self.playback
+            .insert(session.clone(), Playback { end, generation });
         self.prune(first_audio);
+    }
+
+    /// When `session` runs out of audio once it has also played `seconds` made from `first_audio` on.
+    fn end_after(&self, session: &str, generation: u64, first_audio: Instant, seconds: f64) -> Instant {
+        let start = match self.playback.get(session) {
+            Some(p) if p.generation == generation => p.end.max(first_audio),
+            _ => first_audio,
+        };
+        start + Duration::from_secs_f64(seconds.max(0.0))
+    }
+
+    /// Whether a running chunk of `session` that has made `seconds` of audio from `first_audio` on should
+    /// pause at `now` and give its thread to a queued chunk: its session has more than [`GUARD`] of audio
+    /// in hand, and a listener is waiting for first audio or a playing session runs dry within [`GUARD`].
+    pub(super) fn should_pause(
+        &self,
+        session: &str,
+        generation: u64,
+        first_audio: Instant,
+        seconds: f64,
+        now: Instant,
+    ) -> bool {
+        if self.end_after(session, generation, first_audio, seconds) <= now + GUARD {
+            return false;
+        }
+        !self.waiting.is_empty()
+            || self
+                .playing
+                .first_key_value()
+                .is_some_and(|((deadline, _), _)| *deadline <= now + GUARD)
     }
 
     /// Forgets sessions whose audio ran out long ago (at most every quarter of [`FORGET_AFTER`]), so the

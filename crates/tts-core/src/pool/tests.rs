@@ -464,3 +464,162 @@ fn an_idle_voice_is_unloaded_after_the_ttl_and_a_pinned_one_stays() {
     let stats = pool.residency();
     assert_eq!((stats.resident, stats.evicted_idle), (1, 1), "{stats:?}");
 }
+
+/// An engine that makes `windows` pieces of `seconds` of 48 kHz silence each, asking the sink before each
+/// piece whether to go on, and pausing when told to, as Piper does between decoder windows.
+struct WindowEngine {
+    voice: VoiceInfo,
+    windows: usize,
+    seconds: usize,
+    rest: Option<usize>,
+}
+
+impl WindowEngine {
+    fn make(&mut self, left: usize, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
+        let piece = vec![0i16; 48_000 * self.seconds];
+        for done in 0..left {
+            match sink(&[]) {
+                Flow::Stop => return Err(EngineError::Cancelled),
+                Flow::Pause => {
+                    self.rest = Some(left - done);
+                    return Ok(());
+                }
+                Flow::Continue => {}
+            }
+            if sink(&piece) == Flow::Stop {
+                return Err(EngineError::Cancelled);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Engine for WindowEngine {
+    fn voice(&self) -> &VoiceInfo {
+        &self.voice
+    }
+
+    fn sample_rate(&self) -> u32 {
+        48_000
+    }
+
+    fn set_speed(&mut self, _: f32) {}
+
+    fn synthesize(&mut self, _: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
+        self.make(self.windows, sink)
+    }
+
+    fn take_rest(&mut self) -> Option<Rest> {
+        self.rest.take().map(Rest::new)
+    }
+
+    fn resume(&mut self, rest: Rest, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
+        self.make(rest.downcast::<usize>().expect("a WindowEngine rest"), sink)
+    }
+}
+
+/// A one-thread pool whose voice makes three 5 s windows per chunk, with a long chunk for session `long`
+/// running first and a first chunk for session `new` queued behind it, both logging to the receiver;
+/// `on_new` sees `new`'s events first.
+fn long_chunk_and_a_new_listener(
+    long: &CancelSource,
+    mut on_new: impl FnMut(&JobEvent) + Send + 'static,
+) -> (Pool, mpsc::Receiver<(&'static str, String, f64)>) {
+    let pool = pool(1, 16);
+    let voice = espeak();
+    lock(&pool.shared.idle_engines)
+        .entry(voice.id.clone())
+        .or_default()
+        .push(Box::new(WindowEngine {
+            voice: (*voice).clone(),
+            windows: 3,
+            seconds: 5,
+            rest: None,
+        }));
+    let release = block_thread(&pool);
+    let (log_tx, log_rx) = mpsc::channel();
+    let logged = |name: &'static str, log: mpsc::Sender<(&'static str, String, f64)>| {
+        move |event: &JobEvent| {
+            let (kind, seconds) = match event {
+                JobEvent::Started { .. } => ("started", 0.0),
+                JobEvent::Audio(pcm) => ("audio", pcm.len() as f64 / 48_000.0),
+                JobEvent::Finished(stats) => ("finished", stats.audio_seconds),
+                JobEvent::Failed(_) => ("failed", 0.0),
+            };
+            let _ = log.send((name, kind.to_owned(), seconds));
+        }
+    };
+    let log_long = logged("long", log_tx.clone());
+    pool.submit(Job {
+        events: Box::new(move |event| log_long(&event)),
+        ..job("long", true, long, mpsc::channel().0)
+    })
+    .unwrap();
+    let log_new = logged("new", log_tx);
+    pool.submit(Job {
+        events: Box::new(move |event| {
+            on_new(&event);
+            log_new(&event);
+        }),
+        ..job("new", true, &CancelSource::new(), mpsc::channel().0)
+    })
+    .unwrap();
+    drop(release);
+    (pool, log_rx)
+}
+
+#[test]
+fn a_long_chunk_pauses_for_a_waiting_listener_and_then_plays_all_its_audio() {
+    let (pool, log_rx) = long_chunk_and_a_new_listener(&CancelSource::new(), |_| {});
+    let events: Vec<_> = log_rx
+        .iter()
+        .map(|(name, kind, seconds)| format!("{name} {kind} {seconds}"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "long started 0",
+            "long audio 5",
+            // `long` has 5 s in hand and `new` waits for first audio: `long` pauses.
+            "new started 0",
+            "new audio 5",
+            "new audio 5",
+            "new audio 5",
+            "new finished 15",
+            // Then `long` goes on where it paused, with none of its audio lost or repeated.
+            "long audio 5",
+            "long audio 5",
+            "long finished 15",
+        ],
+    );
+    assert_eq!(pool.stats().discarded, 0);
+}
+
+#[test]
+fn a_paused_chunk_stopped_before_it_goes_on_makes_nothing_more() {
+    let long = CancelSource::new();
+    let stop = long.clone();
+    let (pool, log_rx) = long_chunk_and_a_new_listener(&long, move |event| {
+        if matches!(event, JobEvent::Started { .. }) {
+            stop.cancel_all(); // `long` gets a STOP while paused.
+        }
+    });
+    let events: Vec<_> = log_rx
+        .iter()
+        .map(|(name, kind, _)| format!("{name} {kind}"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "long started",
+            "long audio",
+            "new started",
+            "new audio",
+            "new audio",
+            "new audio",
+            "new finished",
+        ],
+        "the rest of the stopped chunk is never made"
+    );
+    assert_eq!(pool.stats().discarded, 1);
+}

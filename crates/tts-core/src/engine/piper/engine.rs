@@ -14,7 +14,7 @@ use ort::value::{DynTensor, Tensor};
 use super::stream::{self, FIRST_WINDOW_FRAMES, OVERLAP_FRAMES, SplitSessions};
 use super::{PiperVoiceConfig, environment};
 use super::{planar, split};
-use crate::engine::{Engine, EngineError, EngineSettings, Flow, phonemize_ipa};
+use crate::engine::{Engine, EngineError, EngineSettings, Flow, Rest, phonemize_ipa};
 use crate::voices::VoiceInfo;
 
 /// Samples handed to the sink per call, so cancellation is checked at least every ~46 ms of audio.
@@ -211,6 +211,14 @@ pub(in crate::engine) struct PiperEngine {
     speed: f32,
     /// Whether the next chunk is the first of its utterance ([`Engine::set_first_chunk`]).
     first_chunk: bool,
+    /// What the last chunk left to do when its sink paused it ([`Engine::take_rest`]).
+    rest: Option<Paused>,
+}
+
+/// A chunk paused between two decoder windows: its latent and the windows still to decode.
+pub(super) struct Paused {
+    latent: stream::Latent,
+    windows: Vec<(usize, usize)>,
 }
 
 pub(super) fn session(options: &SessionOptions, model: Result<&[u8], &Path>) -> Result<Session, String> {
@@ -508,6 +516,7 @@ impl PiperEngine {
             quiet_chunks: 0,
             speed: 1.0,
             first_chunk: true,
+            rest: None,
         })
     }
 
@@ -532,7 +541,11 @@ impl PiperEngine {
 
     /// Runs `ids` through the quiet sessions when this chunk may and they are free, else through the
     /// instance's own.
-    fn infer(&mut self, ids: Vec<i64>, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), Failure> {
+    fn infer(
+        &mut self,
+        ids: Vec<i64>,
+        sink: &mut dyn FnMut(&[i16]) -> Flow,
+    ) -> Result<Option<Paused>, Failure> {
         // VITS's length scale stretches every phoneme's duration: a faster speed is a shorter one.
         let scales = [
             self.config.noise_scale,
@@ -556,38 +569,58 @@ impl PiperEngine {
 }
 
 /// Runs one chunk through `model`, handing PCM to `sink` window by window (or all at once, whole); a
-/// `first` chunk starts with small windows ([`stream::chunk_windows`]).
+/// `first` chunk starts with small windows ([`stream::chunk_windows`]). Returns what is left when the
+/// sink paused it.
 fn run(
     model: &mut Model,
     feeds: Vec<(String, DynTensor)>,
     first: bool,
     sink: &mut dyn FnMut(&[i16]) -> Flow,
     windows_decoded: &mut u64,
-) -> Result<(), Failure> {
+) -> Result<Option<Paused>, Failure> {
     let failed = |e: ort::Error| Failure::Inference(e.to_string());
     match model {
         Model::Whole(session) => {
             let outputs = session.run(feeds).map_err(failed)?;
             let (_, audio) = outputs["output"].try_extract_tensor::<f32>().map_err(failed)?;
-            emit(audio, sink)
+            emit(audio, sink).map(|()| None)
         }
         Model::Split(sessions) => {
             let latent = sessions.encode(feeds).map_err(Failure::Inference)?;
-            for window in stream::chunk_windows(latent.frames(), first) {
-                // A STOP that came during the first part (or the last window) is seen before the next
-                // window costs anything.
-                if sink(&[]) == Flow::Stop {
-                    return Err(Failure::Cancelled);
-                }
-                let audio = sessions
-                    .decode(&latent, window, OVERLAP_FRAMES)
-                    .map_err(Failure::Inference)?;
-                *windows_decoded += 1;
-                emit(&audio, sink)?;
-            }
-            Ok(())
+            let windows = stream::chunk_windows(latent.frames(), first);
+            decode(sessions, Paused { latent, windows }, sink, windows_decoded)
         }
     }
+}
+
+/// Decodes `chunk`'s windows in order, handing each one's PCM to `sink`. Before each window the sink is
+/// asked whether to go on: a STOP that came during the first part (or the last window) is seen before
+/// the next window costs anything, and a pause returns the windows still to decode.
+fn decode(
+    sessions: &mut SplitSessions,
+    chunk: Paused,
+    sink: &mut dyn FnMut(&[i16]) -> Flow,
+    windows_decoded: &mut u64,
+) -> Result<Option<Paused>, Failure> {
+    let Paused { latent, windows } = chunk;
+    for (done, &window) in windows.iter().enumerate() {
+        match sink(&[]) {
+            Flow::Stop => return Err(Failure::Cancelled),
+            Flow::Pause => {
+                return Ok(Some(Paused {
+                    latent,
+                    windows: windows[done..].to_vec(),
+                }));
+            }
+            Flow::Continue => {}
+        }
+        let audio = sessions
+            .decode(&latent, window, OVERLAP_FRAMES)
+            .map_err(Failure::Inference)?;
+        *windows_decoded += 1;
+        emit(&audio, sink)?;
+    }
+    Ok(None)
 }
 
 enum Failure {
@@ -634,6 +667,7 @@ impl Engine for PiperEngine {
     }
 
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
+        self.rest = None;
         let started = Instant::now();
         let clauses = phonemize_ipa(text, &self.config.espeak_voice)?;
         let phonemised = started.elapsed();
@@ -658,10 +692,43 @@ impl Engine for PiperEngine {
             audio_ms = samples as f64 * 1e3 / f64::from(self.config.sample_rate),
             windows = self.windows_decoded - windows_before,
             quiet = self.quiet_chunks > quiet_before,
+            paused = matches!(outcome, Ok(Some(_))),
             "Piper inference done."
         );
+        self.finish(outcome)
+    }
+
+    fn take_rest(&mut self) -> Option<Rest> {
+        self.rest.take().map(Rest::new)
+    }
+
+    fn resume(&mut self, rest: Rest, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
+        self.rest = None;
+        let failed = |reason: &str| EngineError::Inference {
+            voice: self.voice.id.clone(),
+            reason: reason.to_owned(),
+        };
+        let chunk = rest
+            .downcast::<Paused>()
+            .ok_or_else(|| failed("the paused chunk is not a Piper one"))?;
+        let Model::Split(sessions) = &mut self.model else {
+            return Err(failed(
+                "a paused chunk resumed on a voice that decodes whole chunks",
+            ));
+        };
+        let outcome = decode(sessions, chunk, sink, &mut self.windows_decoded);
+        self.finish(outcome)
+    }
+}
+
+impl PiperEngine {
+    /// Keeps what a paused chunk left for [`Engine::take_rest`]; maps the failures.
+    fn finish(&mut self, outcome: Result<Option<Paused>, Failure>) -> Result<(), EngineError> {
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(rest) => {
+                self.rest = rest;
+                Ok(())
+            }
             Err(Failure::Cancelled) => Err(EngineError::Cancelled),
             Err(Failure::Inference(reason)) => Err(EngineError::Inference {
                 voice: self.voice.id.clone(),

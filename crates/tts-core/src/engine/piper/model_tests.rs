@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::engine::PiperEngine;
 use super::stream::{self, OVERLAP_FRAMES, SplitSessions};
 use super::{DecoderMode, PiperVoiceConfig, init_onnx_runtime, piper_decoder_modes, planar, split, wire};
-use crate::engine::{Engine, EngineError, EngineSettings, Flow, PiperNoise};
+use crate::engine::{Engine, EngineError, EngineSettings, Flow, PiperNoise, Rest};
 use crate::voices::{EngineKind, VoiceInfo};
 
 const PARAGRAPH: &str = "Our service turns short pieces of text into speech for phone menus and alerts. Each \
@@ -260,6 +260,59 @@ fn a_stop_during_the_first_window_stops_before_the_next_window() {
         engine.windows_decoded()
     );
     assert!(samples > 10 * 22_050, "{samples} samples");
+}
+
+#[test]
+fn a_chunk_paused_between_windows_resumes_on_another_instance_with_the_same_audio() {
+    let model = shipped_model();
+    let mut a = PiperEngine::load(voice("test-pause", &model), &settings()).unwrap();
+    let mut b = PiperEngine::load(voice("test-pause", &model), &settings()).unwrap();
+    let mut reference = Vec::new();
+    a.synthesize(PARAGRAPH, &mut |piece| {
+        reference.extend_from_slice(piece);
+        Flow::Continue
+    })
+    .unwrap();
+    assert!(
+        a.take_rest().is_none(),
+        "a chunk that was never paused leaves nothing"
+    );
+
+    // Pause at every window boundary once the run has handed on audio, alternating the instances.
+    let mut pcm = Vec::new();
+    let mut run = |engine: &mut PiperEngine, rest: Option<Rest>| {
+        let mut made = 0usize;
+        let mut sink = |piece: &[i16]| {
+            if piece.is_empty() {
+                return if made > 0 { Flow::Pause } else { Flow::Continue };
+            }
+            made += piece.len();
+            pcm.extend_from_slice(piece);
+            Flow::Continue
+        };
+        match rest {
+            None => engine.synthesize(PARAGRAPH, &mut sink).unwrap(),
+            Some(rest) => engine.resume(rest, &mut sink).unwrap(),
+        }
+        assert!(made > 0, "every run hands on audio");
+        engine.take_rest()
+    };
+    let mut rest = run(&mut a, None);
+    let mut runs = 1;
+    while let Some(left) = rest {
+        rest = if runs % 2 == 1 {
+            run(&mut b, Some(left))
+        } else {
+            run(&mut a, Some(left))
+        };
+        runs += 1;
+    }
+    assert!(runs >= 4, "the paragraph crosses several windows: {runs} runs");
+    assert_eq!(pcm.len(), reference.len());
+    assert!(
+        pcm == reference,
+        "paused and resumed audio differs from the unpaused chunk"
+    );
 }
 
 #[test]
