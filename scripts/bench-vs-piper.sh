@@ -7,6 +7,10 @@
 #      BASELINE_BIN names a ttsd built before the streaming decoder) neither lever nor streaming decoder.
 #   4. Each memory lever on its own (MEMORY_LEVERS=0 skips it): RSS after warm-up and after two 16-session
 #      runs with ORT's CPU arena on, with prepacked weights not shared, and without the quiet sessions.
+#   5. With CAPACITY_LEVELS="22 23" (about 2 minutes a level): for each level, Python ORT's 1-thread RTF
+#      right before and right after 60 s of `ttsd bench` at that many sessions against a fresh server, so
+#      the capacity target (0.9 x cores / RTF) comes from the same minutes as the underruns it is held to,
+#      on a machine whose speed drifts; and the server's CPU seconds per second of audio it sent.
 # Usage: scripts/bench-vs-piper.sh [seconds-per-level] [library-reps]
 # Output: bench-results/vs-piper.txt (this log), vs-piper-*.json.
 set -euo pipefail
@@ -86,6 +90,40 @@ if [ "${MEMORY_LEVERS:-1}" != 0 ]; then
   memory cpu-arena-on TTSD_ENGINE__ONNX_CPU_ARENA=true
   memory prepacked-not-shared TTSD_ENGINE__ONNX_SHARE_PREPACKED_WEIGHTS=false
   memory no-quiet-sessions TTSD_ENGINE__ONNX_QUIET_INTRA_THREADS=1
+fi
+
+if [ -n "${CAPACITY_LEVELS:-}" ]; then
+  echo "== 5. capacity, each 60 s level bracketed by Python ORT's 1-thread RTF (20 s before, 20 s after)"
+  TICKS=$(getconf CLK_TCK)
+  frames_sent() { curl -s "$ADMIN/metrics" | awk '/^tts_frames_sent_total /{print $2}'; }
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  run=0
+  for n in $CAPACITY_LEVELS; do
+    run=$((run + 1))
+    before=$("$VENV/bin/python" scripts/bench_piper_lib.py "$MODEL" --rtf 20)
+    serve "capacity-$n" "$BIN"
+    pid=${PIDS[-1]}
+    cpu0=$(cpu_ticks "$pid"); sent0=$(frames_sent)
+    "$BIN" bench --url "$URL" --duration-seconds 60 --sessions "$n" --json "$OUT/vs-piper-capacity-$run-$n.json" >/dev/null
+    cpu1=$(cpu_ticks "$pid"); sent1=$(frames_sent)
+    stop_all
+    after=$("$VENV/bin/python" scripts/bench_piper_lib.py "$MODEL" --rtf 20)
+    "$VENV/bin/python" - "$OUT/vs-piper-capacity-$run-$n.json" "$(nproc)" "$before" "$after" \
+      "$(( cpu1 - cpu0 ))" "$TICKS" "$sent0" "$sent1" <<'PY'
+import json, sys
+path, cores, before, after, ticks, hz, sent0, sent1 = sys.argv[1:]
+level = json.load(open(path))["levels"][0]
+rtf = (float(before) + float(after)) / 2
+target = 0.9 * int(cores) / rtf
+sent = (float(sent1) - float(sent0)) * 0.02
+cpu = int(ticks) / int(hz)
+verdict = "met" if level["underruns"] == 0 and level["sessions"] >= target else "not met"
+print(f"capacity: {level['sessions']} sessions, 60 s: {level['underruns']} underruns, first audio p50/p95 "
+      f"{level['first_audio_ms']['p50']:.0f} / {level['first_audio_ms']['p95']:.0f} ms, {level['utterances']} "
+      f"utterances; ttsd {cpu / max(sent, 1e-9):.4f} CPU s per audio s sent; Python ORT 1-thread RTF {before} "
+      f"before, {after} after -> target 0.9 x {cores} / {rtf:.4f} = {target:.2f} sessions: {verdict}")
+PY
+  done
 fi
 
 echo "== ratios (same window)"

@@ -4,6 +4,10 @@ Usage: bench_piper_lib.py MODEL.onnx REPS OUT.json
 For ORT's default intra-op threads (what PiperVoice.load gives) and for 1 thread: one warm-up per sentence,
 then REPS runs; first chunk = first AudioChunk's int16 bytes in hand, total = last chunk. Also the
 real-time factor with 1 thread (total / audio seconds), from which `ttsd` capacity targets are derived.
+
+Usage: bench_piper_lib.py MODEL.onnx --rtf SECONDS
+Prints only that 1-thread real-time factor, over the four sentences in a loop for SECONDS (after one
+warm-up each), to bracket a `ttsd bench` level in time.
 """
 
 import json
@@ -57,7 +61,24 @@ def pct(values, q):
     return float(np.percentile(np.array(values) * 1000.0, q))
 
 
+def rtf(model, seconds):
+    voice = load(model, "1")
+    for text in SENTENCES.values():
+        run_once(voice, text)
+    totals = audio = 0.0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for text in SENTENCES.values():
+            _, total, length = run_once(voice, text)
+            totals += total
+            audio += length
+    print(f"{totals / audio:.4f}")
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[2] == "--rtf":
+        rtf(sys.argv[1], float(sys.argv[3]))
+        return
     model, reps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     result = {}
     for threads in ["default", "1"]:
