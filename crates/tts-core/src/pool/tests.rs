@@ -103,35 +103,6 @@ fn run_to_end(pool: &Pool, voice: &Arc<VoiceInfo>, session: &str, text: &str, ca
         .unwrap()
 }
 
-/// An engine that makes `seconds` of 48 kHz silence per chunk at once, so a session has that much audio
-/// to play however slow the machine is.
-struct SilenceEngine {
-    voice: VoiceInfo,
-    seconds: usize,
-}
-
-impl Engine for SilenceEngine {
-    fn voice(&self) -> &VoiceInfo {
-        &self.voice
-    }
-
-    fn sample_rate(&self) -> u32 {
-        48_000
-    }
-
-    fn set_speed(&mut self, _: f32) {}
-
-    fn synthesize(&mut self, _: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
-        let second = vec![0i16; 48_000];
-        for _ in 0..self.seconds {
-            if sink(&second) == Flow::Stop {
-                return Err(EngineError::Cancelled);
-            }
-        }
-        Ok(())
-    }
-}
-
 #[test]
 fn the_session_that_runs_out_of_audio_first_is_served_first() {
     let pool = pool(1, 16);
@@ -139,9 +110,11 @@ fn the_session_that_runs_out_of_audio_first_is_served_first() {
     lock(&pool.shared.idle_engines)
         .entry(voice.id.clone())
         .or_default()
-        .push(Box::new(SilenceEngine {
+        .push(Box::new(WindowEngine {
             voice: (*voice).clone(),
+            windows: 1,
             seconds: 60,
+            rest: None,
         }));
     let playing = CancelSource::new();
     let stopped = CancelSource::new();
@@ -465,8 +438,9 @@ fn an_idle_voice_is_unloaded_after_the_ttl_and_a_pinned_one_stays() {
     assert_eq!((stats.resident, stats.evicted_idle), (1, 1), "{stats:?}");
 }
 
-/// An engine that makes `windows` pieces of `seconds` of 48 kHz silence each, asking the sink before each
-/// piece whether to go on, and pausing when told to, as Piper does between decoder windows.
+/// An engine that makes `windows` pieces of `seconds` of 48 kHz silence each, at once, so a session has
+/// that much audio to play however slow the machine is; it asks the sink before each piece whether to go
+/// on, and pauses when told to, as Piper does between decoder windows.
 struct WindowEngine {
     voice: VoiceInfo,
     windows: usize,
