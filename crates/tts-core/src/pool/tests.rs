@@ -105,17 +105,7 @@ fn run_to_end(pool: &Pool, voice: &Arc<VoiceInfo>, session: &str, text: &str, ca
 
 #[test]
 fn the_session_that_runs_out_of_audio_first_is_served_first() {
-    let pool = pool(1, 16);
-    let voice = espeak();
-    lock(&pool.shared.idle_engines)
-        .entry(voice.id.clone())
-        .or_default()
-        .push(Box::new(WindowEngine {
-            voice: (*voice).clone(),
-            windows: 1,
-            seconds: 60,
-            rest: None,
-        }));
+    let (pool, voice) = window_pool(1, 60);
     let playing = CancelSource::new();
     let stopped = CancelSource::new();
     run_to_end(&pool, &voice, "stopped", "Anything.", &stopped);
@@ -492,13 +482,9 @@ impl Engine for WindowEngine {
     }
 }
 
-/// A one-thread pool whose voice makes three 5 s windows per chunk, with a long chunk for session `long`
-/// running first and a first chunk for session `new` queued behind it, both logging to the receiver;
-/// `on_new` sees `new`'s events first.
-fn long_chunk_and_a_new_listener(
-    long: &CancelSource,
-    mut on_new: impl FnMut(&JobEvent) + Send + 'static,
-) -> (Pool, mpsc::Receiver<(&'static str, String, f64)>) {
+/// A one-thread pool whose only engine is a [`WindowEngine`] of `windows` pieces of `seconds` each, for the
+/// espeak voice it returns.
+fn window_pool(windows: usize, seconds: usize) -> (Pool, Arc<VoiceInfo>) {
     let pool = pool(1, 16);
     let voice = espeak();
     lock(&pool.shared.idle_engines)
@@ -506,10 +492,21 @@ fn long_chunk_and_a_new_listener(
         .or_default()
         .push(Box::new(WindowEngine {
             voice: (*voice).clone(),
-            windows: 3,
-            seconds: 5,
+            windows,
+            seconds,
             rest: None,
         }));
+    (pool, voice)
+}
+
+/// A one-thread pool whose voice makes three 5 s windows per chunk, with a long chunk for session `long`
+/// running first and a first chunk for session `new` queued behind it, both logging to the receiver;
+/// `on_new` sees `new`'s events first.
+fn long_chunk_and_a_new_listener(
+    long: &CancelSource,
+    mut on_new: impl FnMut(&JobEvent) + Send + 'static,
+) -> (Pool, mpsc::Receiver<(&'static str, String, f64)>) {
+    let (pool, _) = window_pool(3, 5);
     let release = block_thread(&pool);
     let (log_tx, log_rx) = mpsc::channel();
     let logged = |name: &'static str, log: mpsc::Sender<(&'static str, String, f64)>| {
