@@ -1,5 +1,5 @@
 //! Bad configuration: ttsd refuses to start and names every problem at once. No server runs, so
-//! these kinds need no bystander.
+//! these kinds need no bystander; each start still takes its turn, not to disturb another test's.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -9,6 +9,7 @@ use crate::common::{ESPEAK, root, temp_path};
 
 /// Runs `ttsd serve` with `config` (and `env`), which must fail: its exit code and stderr.
 fn refused(name: &str, config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let _turn = crate::harness::turn_blocking();
     let path = temp_path(&format!("robustness-config-{name}.toml"));
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ttsd"))

@@ -6,7 +6,8 @@
 //! numbers contiguous from 1, as many frames as its `utterance_end` reports) and kept its pacing
 //! (frame-interval p99 within [`P99_SLACK`] of the undisturbed run). The bystander reads on a thread and
 //! runtime of its own, so a busy test runtime cannot make it the bottleneck. Tests take turns through
-//! [`ATTACKS`]: one server and one attack at a time, so no test disturbs another's bystander.
+//! [`ATTACKS`]: one server and one attack at a time, and no other process of the binary's tests (the
+//! refused configurations' `ttsd` starts too), so no test disturbs another's bystander.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +55,14 @@ pub(crate) struct Turn {
 pub(crate) async fn turn() -> Turn {
     Turn {
         _guard: ATTACKS.lock().await,
+    }
+}
+
+/// [`turn`] for a test without a runtime: one that starts processes but no server (their start-up
+/// would otherwise share the machine with another test's bystander).
+pub(crate) fn turn_blocking() -> Turn {
+    Turn {
+        _guard: ATTACKS.blocking_lock(),
     }
 }
 
