@@ -11,6 +11,9 @@
 #      right before and right after 60 s of `ttsd bench` at that many sessions against a fresh server, so
 #      the capacity target (0.9 x cores / RTF) comes from the same minutes as the underruns it is held to,
 #      on a machine whose speed drifts; and the server's CPU seconds per second of audio it sent.
+#      CAPACITY_BARGE_IN=N sets `ttsd bench --barge-in-every` for these levels (default 4, as `ttsd bench`:
+#      every fourth utterance STOPped after 10 frames; 0: continuous speech, like the library's RTF, and
+#      the files are then named vs-piper-capacity-continuous-*).
 # Usage: scripts/bench-vs-piper.sh [seconds-per-level] [library-reps]
 # Output: bench-results/vs-piper.txt (this log), vs-piper-*.json.
 set -euo pipefail
@@ -97,6 +100,9 @@ if [ -n "${CAPACITY_LEVELS:-}" ]; then
   TICKS=$(getconf CLK_TCK)
   frames_sent() { curl -s "$ADMIN/metrics" | awk '/^tts_frames_sent_total /{print $2}'; }
   cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  BARGE_IN="${CAPACITY_BARGE_IN:-4}"
+  KIND=capacity; [ "$BARGE_IN" = 0 ] && KIND=capacity-continuous
+  echo "ttsd bench --barge-in-every $BARGE_IN (0: continuous speech)"
   run=0
   for n in $CAPACITY_LEVELS; do
     run=$((run + 1))
@@ -104,11 +110,12 @@ if [ -n "${CAPACITY_LEVELS:-}" ]; then
     serve "capacity-$n" "$BIN"
     pid=${PIDS[-1]}
     cpu0=$(cpu_ticks "$pid"); sent0=$(frames_sent)
-    "$BIN" bench --url "$URL" --duration-seconds 60 --sessions "$n" --json "$OUT/vs-piper-capacity-$run-$n.json" >/dev/null
+    "$BIN" bench --url "$URL" --duration-seconds 60 --sessions "$n" \
+      --barge-in-every "$BARGE_IN" --json "$OUT/vs-piper-$KIND-$run-$n.json" >/dev/null
     cpu1=$(cpu_ticks "$pid"); sent1=$(frames_sent)
     stop_all
     after=$("$VENV/bin/python" scripts/bench_piper_lib.py "$MODEL" --rtf 20)
-    "$VENV/bin/python" - "$OUT/vs-piper-capacity-$run-$n.json" "$(nproc)" "$before" "$after" \
+    "$VENV/bin/python" - "$OUT/vs-piper-$KIND-$run-$n.json" "$(nproc)" "$before" "$after" \
       "$(( cpu1 - cpu0 ))" "$TICKS" "$sent0" "$sent1" <<'PY'
 import json, sys
 path, cores, before, after, ticks, hz, sent0, sent1 = sys.argv[1:]
