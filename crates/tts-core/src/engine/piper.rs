@@ -8,6 +8,7 @@
 //! per chunk, and says so (a WARN once, and `tts_engine_decoder_mode{mode="whole"}`).
 
 mod engine;
+mod phases;
 mod planar;
 mod split;
 mod stream;

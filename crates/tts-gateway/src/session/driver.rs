@@ -316,7 +316,13 @@ impl Driver {
         front.last_frame_at = None;
         self.state.metrics.underrun(&front.voice);
         self.pacer.restart();
-        tracing::warn!(session_id = %self.session_id, utterance_id = front.id, "Audio underrun: synthesis fell behind the 20 ms clock.");
+        tracing::warn!(
+            session_id = %self.session_id,
+            utterance_id = front.id,
+            played_ms = front.frames_sent * 20,
+            chunks_waiting = front.chunks_waiting(),
+            "Audio underrun: synthesis fell behind the 20 ms clock."
+        );
     }
 
     async fn on_engine(&mut self, message: EngineMessage) -> Result<(), Disconnected> {

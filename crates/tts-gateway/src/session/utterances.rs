@@ -84,6 +84,11 @@ impl Utterance {
         }
     }
 
+    /// Chunks of its text not yet handed to the engine pool.
+    pub(super) fn chunks_waiting(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// Frames synthesised and not yet sent.
     pub(super) fn has_frames(&self) -> bool {
         !self.frames.is_empty()

@@ -13,7 +13,7 @@ use ort::value::{DynTensor, Tensor};
 
 use super::stream::{self, FIRST_WINDOW_FRAMES, OVERLAP_FRAMES, SplitSessions};
 use super::{PiperVoiceConfig, environment};
-use super::{planar, split};
+use super::{phases, planar, split};
 use crate::engine::{Engine, EngineError, EngineSettings, Flow, Rest, phonemize_ipa};
 use crate::voices::VoiceInfo;
 
@@ -330,14 +330,40 @@ fn split_sessions(
         &mut originals.encoder,
         "first part",
     );
-    let decoder = rewritten(parts.decoder, planar::rewrite, &mut originals.decoder, "decoder");
+    let decoder = rewritten(parts.decoder, decoder_2d, &mut originals.decoder, "decoder");
+    let load = |part: &[u8], original: &mut Option<Vec<u8>>, what: &str| {
+        session(options, Ok(part)).or_else(|error| {
+            // A rewritten part ONNX Runtime refuses: the original part, as if it had not been rewritten.
+            let original = original.take().ok_or_else(|| format!("{what}: {error}"))?;
+            tracing::warn!(
+                model = %model.display(),
+                part = what,
+                reason = error.as_str(),
+                "Piper voice keeps this part as it was: its rewrite does not load."
+            );
+            session(options, Ok(&original)).map_err(|e| format!("{what}: {e}"))
+        })
+    };
     let sessions = SplitSessions::new(
-        session(options, Ok(&encoder)).map_err(|e| format!("first part: {e}"))?,
-        session(options, Ok(&decoder)).map_err(|e| format!("decoder: {e}"))?,
+        load(&encoder, &mut originals.encoder, "first part")?,
+        load(&decoder, &mut originals.decoder, "decoder")?,
         parts.latent,
         parts.extra,
     );
     Ok((sessions, originals))
+}
+
+/// The decoder on 2-D convolutions ([`planar::rewrite`]), its transposed convolutions split into phases
+/// ([`phases`]) where they can be.
+fn decoder_2d(decoder: &[u8]) -> Result<Vec<u8>, String> {
+    let planar = planar::rewrite(decoder)?;
+    Ok(phases::rewrite(&planar).unwrap_or_else(|reason| {
+        tracing::warn!(
+            reason = reason.as_str(),
+            "Piper voice keeps its transposed convolutions (slower kernels)."
+        );
+        planar
+    }))
 }
 
 /// A voice's first load: split it with 2-D convolutions and check it; when only a 2-D rewrite fails

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use super::engine::PiperEngine;
 use super::stream::{self, OVERLAP_FRAMES, SplitSessions};
-use super::{DecoderMode, PiperVoiceConfig, init_onnx_runtime, piper_decoder_modes, planar, split, wire};
+use super::{
+    DecoderMode, PiperVoiceConfig, init_onnx_runtime, phases, piper_decoder_modes, planar, split, wire,
+};
 use crate::engine::{Engine, EngineError, EngineSettings, Flow, PiperNoise, Rest};
 use crate::voices::{EngineKind, VoiceInfo};
 
@@ -315,15 +317,14 @@ fn a_chunk_paused_between_windows_resumes_on_another_instance_with_the_same_audi
     );
 }
 
-#[test]
-fn the_shipped_decoder_runs_as_2d_convolutions_and_computes_the_same() {
+/// The original decoder's audio for the fox sentence's whole latent, the same latent through `rewritten`,
+/// and their SNR in dB.
+fn decode_both(parts: split::SplitModel, rewritten: &[u8]) -> (Vec<f32>, Vec<f32>, f64) {
     let model = shipped_model();
-    let parts = split::split(&std::fs::read(&model).unwrap()).unwrap();
-    let rewritten = planar::rewrite(&parts.decoder).unwrap();
     let options = super::engine::SessionOptions::new("test-planar", &settings());
     let encoder = super::engine::session(&options, Ok(&parts.encoder)).unwrap();
     let original = super::engine::session(&options, Ok(&parts.decoder)).unwrap();
-    let mut planar_decoder = super::engine::session(&options, Ok(&rewritten)).unwrap();
+    let mut rewritten_decoder = super::engine::session(&options, Ok(rewritten)).unwrap();
     let mut sessions = SplitSessions::new(encoder, original, parts.latent.clone(), parts.extra);
     let config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).unwrap();
     let (ids, _) = config.phoneme_ids("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ.");
@@ -332,17 +333,51 @@ fn the_shipped_decoder_runs_as_2d_convolutions_and_computes_the_same() {
         .unwrap();
     let whole = (0, latent.frames());
     let reference = sessions.decode(&latent, whole, 0).unwrap();
-    let audio = stream::decode_on(&mut planar_decoder, &parts.latent, &latent, whole, 0).unwrap();
-    assert_eq!(audio.len(), reference.len());
-    let snr = stream::snr_db(&reference, &audio);
-    eprintln!("2-D decoder vs original: {snr:.1} dB");
-    assert!(snr >= 60.0, "{snr:.1} dB");
+    let audio = stream::decode_on(&mut rewritten_decoder, &parts.latent, &latent, whole, 0).unwrap();
+    let snr = if audio.len() == reference.len() {
+        stream::snr_db(&reference, &audio)
+    } else {
+        f64::NEG_INFINITY
+    };
+    (reference, audio, snr)
+}
+
+#[test]
+fn the_shipped_decoder_runs_as_2d_convolutions_and_computes_the_same() {
+    let parts = split::split(&std::fs::read(shipped_model()).unwrap()).unwrap();
+    let rewritten = planar::rewrite(&parts.decoder).unwrap();
     // Every convolution weight is 4-D now, and the decoder's other operators are the original ones plus
     // one Unsqueeze of the latent and one Squeeze before the final Unsqueeze.
     let mut expected = ops(&parts.decoder);
     expected.extend(["Squeeze".to_owned(), "Unsqueeze".to_owned()]);
     expected.sort();
     assert_eq!(ops(&rewritten), expected);
+    let (reference, audio, snr) = decode_both(parts, &rewritten);
+    eprintln!("2-D decoder vs original: {snr:.1} dB");
+    assert_eq!(audio.len(), reference.len());
+    assert!(snr >= 60.0, "{snr:.1} dB");
+}
+
+#[test]
+fn the_shipped_decoders_upsampling_runs_as_phase_convolutions_and_computes_the_same() {
+    let parts = split::split(&std::fs::read(shipped_model()).unwrap()).unwrap();
+    let planar = planar::rewrite(&parts.decoder).unwrap();
+    let phased = phases::rewrite(&planar).unwrap();
+    // Each of the three transposed convolutions (strides 8, 8, 4; kernels 16, 16, 8) becomes two
+    // convolutions (phases shifted by 0 and by 1 frame), a Concat, a Transpose and two Reshapes.
+    let count = |ops: &[String], op: &str| ops.iter().filter(|o| *o == op).count();
+    let (before, after) = (ops(&planar), ops(&phased));
+    assert_eq!(count(&before, "ConvTranspose"), 3);
+    assert_eq!(count(&after, "ConvTranspose"), 0);
+    assert_eq!(count(&after, "Conv"), count(&before, "Conv") + 6);
+    for (op, n) in [("Concat", 3), ("Transpose", 3), ("Reshape", 6)] {
+        assert_eq!(count(&after, op), count(&before, op) + n, "{op}");
+    }
+    assert_eq!(after.len(), before.len() - 3 + 3 * 6);
+    let (reference, audio, snr) = decode_both(parts, &phased);
+    eprintln!("phase-split decoder vs original: {snr:.1} dB");
+    assert_eq!(audio.len(), reference.len());
+    assert!(snr >= 60.0, "{snr:.1} dB");
 }
 
 #[test]

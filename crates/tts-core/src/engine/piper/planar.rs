@@ -34,7 +34,7 @@ const ELEMENTWISE: [&str; 8] = ["Add", "Sub", "Mul", "Div", "LeakyRelu", "Relu",
 const CONVOLUTIONS: [&str; 2] = ["Conv", "ConvTranspose"];
 /// The initializer holding `[2]`, the axes of the added `Unsqueeze` and `Squeeze` nodes.
 const AXES: &str = "/planar/axes";
-const TENSOR_DIMS: u32 = 1;
+pub(super) const TENSOR_DIMS: u32 = 1;
 const TENSOR_DATA_TYPE: u32 = 2;
 const TENSOR_INT64_DATA: u32 = 7;
 const ATTRIBUTE_NAME: u32 = 1;
@@ -43,11 +43,11 @@ const OPSET_DOMAIN: u32 = 1;
 const OPSET_VERSION: u32 = 2;
 const INT64: u64 = 7;
 
-struct Node<'a> {
-    fields: Vec<Field<'a>>,
-    op_type: &'a str,
-    inputs: Vec<&'a str>,
-    outputs: Vec<&'a str>,
+pub(super) struct Node<'a> {
+    pub(super) fields: Vec<Field<'a>>,
+    pub(super) op_type: &'a str,
+    pub(super) inputs: Vec<&'a str>,
+    pub(super) outputs: Vec<&'a str>,
 }
 
 /// Rewrites `decoder` (a ModelProto) to run on 4-D tensors; the error says why it cannot.
@@ -58,7 +58,7 @@ pub(super) fn rewrite(decoder: &[u8]) -> Result<Vec<u8>, String> {
         nodes,
         initializers,
         ranks,
-    } = parse(decoder)?;
+    } = parse_fresh(decoder)?;
     let inputs: Vec<&str> = named(&graph, GRAPH_INPUT, VALUE_INFO_NAME)?
         .iter()
         .map(|n| n.name)
@@ -206,7 +206,7 @@ pub(super) fn wrap_convs(model: &[u8]) -> Result<Vec<u8>, String> {
         nodes,
         initializers,
         ranks,
-    } = parse(model)?;
+    } = parse_fresh(model)?;
     let mut readers: HashMap<&str, usize> = HashMap::new();
     for input in nodes.iter().flat_map(|n| &n.inputs) {
         *readers.entry(input).or_default() += 1;
@@ -278,18 +278,27 @@ pub(super) fn wrap_convs(model: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// A model's graph, read for a rewrite.
-struct Parsed<'a> {
-    model_fields: Vec<Field<'a>>,
-    graph: Vec<Field<'a>>,
-    nodes: Vec<Node<'a>>,
-    initializers: Vec<Named<'a>>,
+pub(super) struct Parsed<'a> {
+    pub(super) model_fields: Vec<Field<'a>>,
+    pub(super) graph: Vec<Field<'a>>,
+    pub(super) nodes: Vec<Node<'a>>,
+    pub(super) initializers: Vec<Named<'a>>,
     /// Initializer name → rank.
-    ranks: HashMap<&'a str, usize>,
+    pub(super) ranks: HashMap<&'a str, usize>,
 }
 
-/// Reads `model` (a ModelProto) for a rewrite: its opset must be 13 or later (for the axes input of
-/// `Squeeze` and `Unsqueeze`), and the name [`AXES`] must be free.
-fn parse(model: &[u8]) -> Result<Parsed<'_>, String> {
+/// Reads `model` (a ModelProto) for a rewrite that adds [`AXES`]: its opset must be 13 or later (for the
+/// axes input of `Squeeze` and `Unsqueeze`), and the name must be free.
+fn parse_fresh(model: &[u8]) -> Result<Parsed<'_>, String> {
+    let parsed = parse(model)?;
+    if parsed.ranks.contains_key(AXES) {
+        return Err(format!("the model already has an initializer named {AXES}"));
+    }
+    Ok(parsed)
+}
+
+/// Reads `model` (a ModelProto, opset 13 or later) for a rewrite.
+pub(super) fn parse(model: &[u8]) -> Result<Parsed<'_>, String> {
     let model_fields = wire::fields(model)?;
     check_opset(&model_fields)?;
     let graph = wire::fields(single(&model_fields, MODEL_GRAPH, "graph")?.payload)?;
@@ -303,9 +312,6 @@ fn parse(model: &[u8]) -> Result<Parsed<'_>, String> {
         .iter()
         .map(|i| Ok((i.name, dims(i.payload)?.len())))
         .collect::<Result<HashMap<_, _>, String>>()?;
-    if ranks.contains_key(AXES) {
-        return Err(format!("the model already has an initializer named {AXES}"));
-    }
     Ok(Parsed {
         model_fields,
         graph,
@@ -316,7 +322,7 @@ fn parse(model: &[u8]) -> Result<Parsed<'_>, String> {
 }
 
 /// The model of `model_fields` with `graph` as its graph.
-fn with_graph(model_fields: &[Field<'_>], graph: &[u8], size: usize) -> Vec<u8> {
+pub(super) fn with_graph(model_fields: &[Field<'_>], graph: &[u8], size: usize) -> Vec<u8> {
     let mut model = Vec::with_capacity(size + 1024);
     for field in model_fields {
         if field.number == MODEL_GRAPH {
@@ -372,7 +378,7 @@ fn node(bytes: &[u8]) -> Result<Node<'_>, String> {
 }
 
 /// A node with no attributes: `op_type(inputs) → output`, named after its output.
-fn small_node(op_type: &str, inputs: &[&str], output: &str) -> Vec<u8> {
+pub(super) fn small_node(op_type: &str, inputs: &[&str], output: &str) -> Vec<u8> {
     let mut node = Vec::new();
     for input in inputs {
         wire::put_len(&mut node, NODE_INPUT, input.as_bytes());
@@ -384,7 +390,7 @@ fn small_node(op_type: &str, inputs: &[&str], output: &str) -> Vec<u8> {
 }
 
 /// The dims of a TensorProto.
-fn dims(tensor: &[u8]) -> Result<Vec<u64>, String> {
+pub(super) fn dims(tensor: &[u8]) -> Result<Vec<u64>, String> {
     let mut dims = Vec::new();
     for field in wire::fields(tensor)?.iter().filter(|f| f.number == TENSOR_DIMS) {
         dims.extend(field.uints()?);
