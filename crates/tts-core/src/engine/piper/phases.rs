@@ -17,22 +17,18 @@
 
 use std::collections::HashMap;
 
-use super::planar::{self, Node, Parsed};
+use super::planar::{self, ATTRIBUTE_INTS, ATTRIBUTE_NAME, INT64, Node, Parsed, TENSOR_DATA_TYPE};
 use super::split::{GRAPH_INITIALIZER, GRAPH_NODE, NODE_ATTRIBUTE, TENSOR_NAME};
 use super::wire;
 
-const TENSOR_DATA_TYPE: u32 = 2;
 const TENSOR_FLOAT_DATA: u32 = 4;
 const TENSOR_RAW_DATA: u32 = 9;
-const ATTRIBUTE_NAME: u32 = 1;
 const ATTRIBUTE_I: u32 = 3;
 const ATTRIBUTE_S: u32 = 4;
-const ATTRIBUTE_INTS: u32 = 8;
 const ATTRIBUTE_TYPE: u32 = 20;
 const ATTRIBUTE_TYPE_INT: u64 = 2;
 const ATTRIBUTE_TYPE_INTS: u64 = 7;
 const FLOAT: u64 = 1;
-const INT64: u64 = 7;
 
 /// A transposed convolution that splits into phases: its weight `[c_in, c_out, 1, k]`, bias `[c_out]`.
 struct Upsample<'a> {

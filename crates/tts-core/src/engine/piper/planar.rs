@@ -35,13 +35,13 @@ const CONVOLUTIONS: [&str; 2] = ["Conv", "ConvTranspose"];
 /// The initializer holding `[2]`, the axes of the added `Unsqueeze` and `Squeeze` nodes.
 const AXES: &str = "/planar/axes";
 pub(super) const TENSOR_DIMS: u32 = 1;
-const TENSOR_DATA_TYPE: u32 = 2;
+pub(super) const TENSOR_DATA_TYPE: u32 = 2;
 const TENSOR_INT64_DATA: u32 = 7;
-const ATTRIBUTE_NAME: u32 = 1;
-const ATTRIBUTE_INTS: u32 = 8;
+pub(super) const ATTRIBUTE_NAME: u32 = 1;
+pub(super) const ATTRIBUTE_INTS: u32 = 8;
 const OPSET_DOMAIN: u32 = 1;
 const OPSET_VERSION: u32 = 2;
-const INT64: u64 = 7;
+pub(super) const INT64: u64 = 7;
 
 pub(super) struct Node<'a> {
     pub(super) fields: Vec<Field<'a>>,
