@@ -141,10 +141,12 @@ pub struct EngineSettings {
     pub onnx_cpu_arena: bool,
     /// Every session of a Piper voice shares one container of prepacked weights.
     pub onnx_share_prepacked: bool,
+    /// Every session of a split Piper voice runs on one copy of its weights, optimised once.
+    pub onnx_share_weights: bool,
 }
 
 impl Default for EngineSettings {
-    /// One intra-op thread, no quiet sessions, each voice's own noise, no arena, shared prepacked weights.
+    /// One intra-op thread, no quiet sessions, each voice's own noise, no arena, shared weights.
     fn default() -> Self {
         Self {
             onnx_intra_threads: 1,
@@ -152,6 +154,7 @@ impl Default for EngineSettings {
             piper_noise: None,
             onnx_cpu_arena: false,
             onnx_share_prepacked: true,
+            onnx_share_weights: true,
         }
     }
 }

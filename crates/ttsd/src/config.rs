@@ -158,6 +158,8 @@ pub(crate) struct EngineConfig {
     pub(crate) onnx_cpu_arena: bool,
     /// The ONNX Runtime sessions of one Piper voice share one copy of its prepacked weights.
     pub(crate) onnx_share_prepacked_weights: bool,
+    /// The ONNX Runtime sessions of one split Piper voice run on one copy of its weights.
+    pub(crate) onnx_share_weights: bool,
 }
 
 impl Default for EngineConfig {
@@ -174,6 +176,7 @@ impl Default for EngineConfig {
             voice_idle_ttl_seconds: 600,
             onnx_cpu_arena: false,
             onnx_share_prepacked_weights: true,
+            onnx_share_weights: true,
         }
     }
 }
@@ -189,6 +192,7 @@ impl EngineConfig {
             }),
             onnx_cpu_arena: self.onnx_cpu_arena,
             onnx_share_prepacked: self.onnx_share_prepacked_weights,
+            onnx_share_weights: self.onnx_share_weights,
         }
     }
 

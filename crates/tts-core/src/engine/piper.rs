@@ -10,6 +10,7 @@
 mod engine;
 mod phases;
 mod planar;
+mod shared;
 mod split;
 mod stream;
 mod wire;

@@ -2,18 +2,19 @@
 //! process-wide record of how each voice decodes.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use ort::ep;
 use ort::session::Session;
-use ort::session::builder::PrepackedWeights;
+use ort::session::builder::{PrepackedWeights, SessionBuilder};
 use ort::value::{DynTensor, Tensor};
 
 use super::stream::{self, FIRST_WINDOW_FRAMES, OVERLAP_FRAMES, SplitSessions};
 use super::{PiperVoiceConfig, environment};
-use super::{phases, planar, split};
+use super::{phases, planar, shared, split};
 use crate::engine::{Engine, EngineError, EngineSettings, Flow, Rest, phonemize_ipa};
 use crate::voices::VoiceInfo;
 
@@ -125,13 +126,22 @@ static QUIET: Mutex<Option<HashMap<String, Arc<Mutex<Model>>>>> = Mutex::new(Non
 /// repacks for its kernels exist once per voice rather than once per session.
 static PREPACKED: Mutex<Option<HashMap<String, PrepackedWeights>>> = Mutex::new(None);
 
-/// Drops the voice's process-wide state, its quiet sessions and shared prepacked weights (when the pool
-/// unloads the voice); instances still running keep theirs until they are dropped.
+/// A voice's parts' shared weights ([`shared`]), by a hash of the part's graph.
+type VoiceWeights = HashMap<u64, Arc<shared::Weights>>;
+
+/// Voice id → its parts' shared weights.
+static SHARED: Mutex<Option<HashMap<String, VoiceWeights>>> = Mutex::new(None);
+
+/// Drops the voice's process-wide state, its quiet sessions and shared weights (when the pool unloads
+/// the voice); instances still running keep theirs until they are dropped.
 pub fn drop_quiet_sessions(voice: &str) {
     if let Some(map) = QUIET.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
         map.remove(voice);
     }
     if let Some(map) = PREPACKED.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        map.remove(voice);
+    }
+    if let Some(map) = SHARED.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
         map.remove(voice);
     }
 }
@@ -153,6 +163,8 @@ pub(super) struct SessionOptions {
     pub(super) arena: bool,
     /// Shared by every session of one voice.
     pub(super) prepacked: Option<PrepackedWeights>,
+    /// The voice whose shared weights ([`shared`]) the parts of a split voice run on.
+    pub(super) shared: Option<String>,
 }
 
 impl SessionOptions {
@@ -161,6 +173,7 @@ impl SessionOptions {
             threads: settings.onnx_intra_threads,
             arena: settings.onnx_cpu_arena,
             prepacked: settings.onnx_share_prepacked.then(|| prepacked(voice)),
+            shared: settings.onnx_share_weights.then(|| voice.to_owned()),
         }
     }
 
@@ -221,8 +234,19 @@ pub(super) struct Paused {
     windows: Vec<(usize, usize)>,
 }
 
+/// A session of `model` (its bytes, or its file) with its own copy of the weights.
 pub(super) fn session(options: &SessionOptions, model: Result<&[u8], &Path>) -> Result<Session, String> {
-    let env = environment().map_err(|e| e.to_string())?;
+    builder(options)
+        .and_then(|mut b| match model {
+            Ok(bytes) => b.commit_from_memory(bytes),
+            Err(path) => b.commit_from_file(path),
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// A session builder with `options`' threads, arena and prepacked weights.
+pub(super) fn builder(options: &SessionOptions) -> ort::Result<SessionBuilder> {
+    let env = environment().map_err(|e| ort::Error::new(e.to_string()))?;
     let cpu = ep::CPU::default().with_arena_allocator(options.arena).build();
     Session::builder(env)
         .and_then(|b| b.with_intra_threads(options.threads.max(1)).map_err(Into::into))
@@ -233,11 +257,53 @@ pub(super) fn session(options: &SessionOptions, model: Result<&[u8], &Path>) -> 
             Some(weights) => b.with_prepacked_weights(weights).map_err(Into::into),
             None => Ok(b),
         })
-        .and_then(|mut b| match model {
-            Ok(bytes) => b.commit_from_memory(bytes),
-            Err(path) => b.commit_from_file(path),
-        })
-        .map_err(|e| e.to_string())
+}
+
+/// A session of one part of a split voice: on the voice's shared weights ([`shared`]) when `options`
+/// asks for them, else (or when they cannot be made or used, with a WARN) with its own copy.
+fn part_session(options: &SessionOptions, part: &[u8], what: &str) -> Result<Session, String> {
+    let Some(voice) = &options.shared else {
+        return session(options, Ok(part));
+    };
+    match shared_weights(voice, part, what).and_then(|weights| weights.session(options)) {
+        Ok(session) => Ok(session),
+        Err(reason) => {
+            tracing::warn!(
+                voice = voice.as_str(),
+                part = what,
+                reason = reason.as_str(),
+                "Piper voice's session keeps its own copy of the weights (more memory)."
+            );
+            session(options, Ok(part))
+        }
+    }
+}
+
+/// The shared weights of `part` of `voice`, optimised at the first call for that part.
+fn shared_weights(voice: &str, part: &[u8], what: &str) -> Result<Arc<shared::Weights>, String> {
+    let key = {
+        let mut hasher = DefaultHasher::new();
+        part.hash(&mut hasher);
+        hasher.finish()
+    };
+    // Held while a part is optimised, so the voice's instances loading at once optimise it once.
+    let mut guard = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let parts = guard
+        .get_or_insert_with(HashMap::new)
+        .entry(voice.to_owned())
+        .or_default();
+    if let Some(weights) = parts.get(&key) {
+        return Ok(weights.clone());
+    }
+    let weights = Arc::new(shared::Weights::optimise(part)?);
+    tracing::info!(
+        voice,
+        part = what,
+        shared_mb = weights.bytes() as f64 / 1e6,
+        "Piper voice part optimised once; all of its sessions share these weights."
+    );
+    parts.insert(key, weights.clone());
+    Ok(weights)
 }
 
 /// The first inputs of a Piper model: ids, their length, the three scales and (multi-speaker) speaker 0.
@@ -332,7 +398,7 @@ fn split_sessions(
     );
     let decoder = rewritten(parts.decoder, decoder_2d, &mut originals.decoder, "decoder");
     let load = |part: &[u8], original: &mut Option<Vec<u8>>, what: &str| {
-        session(options, Ok(part)).or_else(|error| {
+        part_session(options, part, what).or_else(|error| {
             // A rewritten part ONNX Runtime refuses: the original part, as if it had not been rewritten.
             let original = original.take().ok_or_else(|| format!("{what}: {error}"))?;
             tracing::warn!(
@@ -341,7 +407,7 @@ fn split_sessions(
                 reason = error.as_str(),
                 "Piper voice keeps this part as it was: its rewrite does not load."
             );
-            session(options, Ok(&original)).map_err(|e| format!("{what}: {e}"))
+            part_session(options, &original, what).map_err(|e| format!("{what}: {e}"))
         })
     };
     let sessions = SplitSessions::new(

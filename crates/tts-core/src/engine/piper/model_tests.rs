@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use super::engine::PiperEngine;
 use super::stream::{self, OVERLAP_FRAMES, SplitSessions};
 use super::{
-    DecoderMode, PiperVoiceConfig, init_onnx_runtime, phases, piper_decoder_modes, planar, split, wire,
+    DecoderMode, PiperVoiceConfig, init_onnx_runtime, phases, piper_decoder_modes, planar, shared, split,
+    wire,
 };
 use crate::engine::{Engine, EngineError, EngineSettings, Flow, PiperNoise, Rest};
 use crate::voices::{EngineKind, VoiceInfo};
@@ -407,6 +408,47 @@ fn the_shipped_first_part_runs_its_convolutions_as_2d_ones_and_computes_the_same
         wrapped_convs * 10 >= convs * 9,
         "{wrapped_convs} of {convs} convolutions"
     );
+}
+
+#[test]
+fn sessions_on_the_shared_weights_decode_as_a_session_with_its_own_copy() {
+    let model = shipped_model();
+    let parts = split::split(&std::fs::read(&model).unwrap()).unwrap();
+    let decoder = phases::rewrite(&planar::rewrite(&parts.decoder).unwrap()).unwrap();
+    let options = super::engine::SessionOptions::new("test-shared", &settings());
+    let weights = shared::Weights::optimise(&decoder).unwrap();
+    // Nearly all of the decoder's bytes are weights, and nearly all of them are held once, outside the
+    // graph (blocked-layout padding can make them a little larger than the original).
+    let names = weights.initializer_names();
+    assert!(
+        weights.bytes() * 10 >= decoder.len() * 9,
+        "{} of {} bytes shared, in {} initializers",
+        weights.bytes(),
+        decoder.len(),
+        names.len()
+    );
+
+    let encoder = super::engine::session(&options, Ok(&parts.encoder)).unwrap();
+    let own = super::engine::session(&options, Ok(&decoder)).unwrap();
+    let mut sessions = SplitSessions::new(encoder, own, parts.latent.clone(), parts.extra);
+    let config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).unwrap();
+    let (ids, _) = config.phoneme_ids("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ.");
+    let latent = sessions
+        .encode(super::engine::feeds(&config, ids, [0.0, 1.0, 0.0]).unwrap())
+        .unwrap();
+    let whole = (0, latent.frames());
+    let reference = sessions.decode(&latent, whole, 0).unwrap();
+    for _ in 0..2 {
+        let mut on_shared = weights.session(&options).unwrap();
+        let audio = stream::decode_on(&mut on_shared, &parts.latent, &latent, whole, 0).unwrap();
+        assert_eq!(audio.len(), reference.len());
+        let snr = stream::snr_db(&reference, &audio);
+        assert!(snr >= 100.0, "{snr:.1} dB");
+    }
+    // A session missing one shared weight does not load (the weights file it names is empty) rather
+    // than run with zeros.
+    let error = weights.without(names[0]).session(&options).err().unwrap();
+    assert!(error.contains(names[0]), "{error}");
 }
 
 #[test]
