@@ -15,14 +15,14 @@
 #      every fourth utterance STOPped after 10 frames; 0: continuous speech, like the library's RTF, and
 #      the files are then named vs-piper-capacity-continuous-*).
 # Usage: scripts/bench-vs-piper.sh [seconds-per-level] [library-reps]
-# Output: bench-results/vs-piper.txt (this log), vs-piper-*.json.
+# Output: bench-results/vs-piper.txt (this log), vs-piper-*.json; OUT=DIR writes them into DIR instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-20}"; REPS="${2:-10}"
 BIN=target/release/ttsd
 MODEL=.cache/voices/en_US-joe-medium.onnx
 VENV=.cache/bench-venv
-OUT=bench-results
+OUT=${OUT:-bench-results}
 [ -f "$MODEL" ] || ./scripts/fetch-assets.sh
 [ -x "$BIN" ] || cargo build --release --locked -p ttsd
 mkdir -p "$OUT"
