@@ -31,6 +31,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, PrimitiveTensorElementType, Tensor};
 
 use super::engine::{SessionOptions, builder};
+use super::planar::{INT64, TENSOR_DATA_TYPE, TENSOR_DIMS};
 use super::split::{GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_NAME, single};
 use super::wire::{self, Field};
 
@@ -42,8 +43,6 @@ const WEIGHTS_FILE: &str = "weights.bin";
 /// shape inference reads, and the smallest biases) stay in the graph.
 const EXTERNAL_MIN_BYTES: usize = 4096;
 
-const TENSOR_DIMS: u32 = 1;
-const TENSOR_DATA_TYPE: u32 = 2;
 const TENSOR_EXTERNAL_DATA: u32 = 13;
 const TENSOR_DATA_LOCATION: u32 = 14;
 const ENTRY_KEY: u32 = 1;
@@ -53,7 +52,6 @@ const EXTERNAL: u64 = 1;
 /// `TensorProto.DataType`.
 const FLOAT: u64 = 1;
 const INT32: u64 = 6;
-const INT64: u64 = 7;
 
 /// A part of a voice as ONNX Runtime optimises it on this machine, with its large initializers held
 /// once for every session built from it.
