@@ -2,10 +2,11 @@
 //! synthesise the bench's sentences for a while; prints CPU seconds per second of audio (the engine's
 //! real-time factor on a busy machine), the same figure `ttsd bench` capacity comes down to.
 //!
-//! cargo run --release -p tts-core --example piper_throughput -- [threads] [seconds] [arena:0|1] [first:0|1] [shared:0|1]
+//! cargo run --release -p tts-core --example piper_throughput -- [threads] [seconds] [arena:0|1] [first:0|1] [shared:0|1] [blocked:0|1]
 //! `first = 1` decodes every sentence as an utterance's first chunk (small first windows), 0 as a later
 //! chunk (one window up to 256 frames); `shared = 0` gives each thread's sessions their own copy of the
-//! weights (`onnx_share_weights = false`).
+//! weights (`onnx_share_weights = false`); `blocked = 0` keeps ONNX Runtime's layout reorders
+//! (`onnx_blocked_layout = false`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (threads, seconds, arena, first) = (arg(1, 2) as usize, arg(2, 20), arg(3, 0) == 1, arg(4, 1) == 1);
-    let shared = arg(5, 1) == 1;
+    let (shared, blocked) = (arg(5, 1) == 1, arg(6, 1) == 1);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     engine::init_onnx_runtime(&root.join(".cache/ort/libonnxruntime.so.1.32.0")).expect("ONNX Runtime");
     let voice = VoiceInfo {
@@ -55,6 +56,7 @@ fn main() {
     let settings = EngineSettings {
         onnx_cpu_arena: arena,
         onnx_share_weights: shared,
+        onnx_blocked_layout: blocked,
         ..EngineSettings::default()
     };
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -96,7 +98,7 @@ fn main() {
     let (cpu, audio): (f64, f64) = results.iter().fold((0.0, 0.0), |(c, a), r| (c + r.0, a + r.2));
     let wall = results.iter().map(|r| r.1).fold(0.0, f64::max);
     println!(
-        "threads {threads} arena {arena} first {first} shared {shared}: audio {audio:.1} s in {wall:.1} s wall, cpu {cpu:.1} s => cpu/audio {:.4}, wall/audio per thread {:.4}",
+        "threads {threads} arena {arena} first {first} shared {shared} blocked {blocked}: audio {audio:.1} s in {wall:.1} s wall, cpu {cpu:.1} s => cpu/audio {:.4}, wall/audio per thread {:.4}",
         cpu / audio,
         wall * threads as f64 / audio
     );

@@ -143,10 +143,14 @@ pub struct EngineSettings {
     pub onnx_share_prepacked: bool,
     /// Every session of a split Piper voice runs on one copy of its weights, optimised once.
     pub onnx_share_weights: bool,
+    /// With shared weights, the optimised graph keeps tensors in ONNX Runtime's blocked layout between
+    /// convolutions instead of reordering them for element-wise operators.
+    pub onnx_blocked_layout: bool,
 }
 
 impl Default for EngineSettings {
-    /// One intra-op thread, no quiet sessions, each voice's own noise, no arena, shared weights.
+    /// One intra-op thread, no quiet sessions, each voice's own noise, no arena, shared weights in the
+    /// blocked layout.
     fn default() -> Self {
         Self {
             onnx_intra_threads: 1,
@@ -155,6 +159,7 @@ impl Default for EngineSettings {
             onnx_cpu_arena: false,
             onnx_share_prepacked: true,
             onnx_share_weights: true,
+            onnx_blocked_layout: true,
         }
     }
 }

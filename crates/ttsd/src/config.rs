@@ -160,6 +160,8 @@ pub(crate) struct EngineConfig {
     pub(crate) onnx_share_prepacked_weights: bool,
     /// The ONNX Runtime sessions of one split Piper voice run on one copy of its weights.
     pub(crate) onnx_share_weights: bool,
+    /// Those shared graphs keep tensors in ONNX Runtime's blocked layout between convolutions.
+    pub(crate) onnx_blocked_layout: bool,
 }
 
 impl Default for EngineConfig {
@@ -177,6 +179,7 @@ impl Default for EngineConfig {
             onnx_cpu_arena: false,
             onnx_share_prepacked_weights: true,
             onnx_share_weights: true,
+            onnx_blocked_layout: true,
         }
     }
 }
@@ -193,6 +196,7 @@ impl EngineConfig {
             onnx_cpu_arena: self.onnx_cpu_arena,
             onnx_share_prepacked: self.onnx_share_prepacked_weights,
             onnx_share_weights: self.onnx_share_weights,
+            onnx_blocked_layout: self.onnx_blocked_layout,
         }
     }
 

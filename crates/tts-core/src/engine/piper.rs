@@ -7,6 +7,7 @@
 //! is passed on as soon as it exists ([`stream`]). A model that cannot be split runs whole, one inference
 //! per chunk, and says so (a WARN once, and `tts_engine_decoder_mode{mode="whole"}`).
 
+mod blocked;
 mod engine;
 mod phases;
 mod planar;

@@ -54,6 +54,8 @@ struct Decision {
     split: Result<(), String>,
     /// Its convolutions run as 2-D ones ([`planar`]).
     planar: bool,
+    /// Its shared optimised graphs keep tensors in the blocked layout ([`super::blocked`]).
+    blocked: bool,
 }
 
 /// Voice id → how it decodes.
@@ -92,6 +94,7 @@ fn record(voice: &str, decision: Decision) {
         Ok(()) => tracing::info!(
             voice,
             planar = decision.planar,
+            blocked = decision.blocked,
             "Piper voice decodes in windows (streaming decoder)."
         ),
         Err(reason) => tracing::warn!(
@@ -107,6 +110,12 @@ fn record(voice: &str, decision: Decision) {
 #[cfg(test)]
 pub(super) fn planar_decoder(voice: &str) -> Option<bool> {
     known(voice).map(|d| d.planar)
+}
+
+/// Whether `voice`'s shared graphs keep the blocked layout (None before its first load).
+#[cfg(test)]
+pub(super) fn blocked_decoder(voice: &str) -> Option<bool> {
+    known(voice).map(|d| d.blocked)
 }
 
 fn known(voice: &str) -> Option<Decision> {
@@ -165,6 +174,8 @@ pub(super) struct SessionOptions {
     pub(super) prepacked: Option<PrepackedWeights>,
     /// The voice whose shared weights ([`shared`]) the parts of a split voice run on.
     pub(super) shared: Option<String>,
+    /// Whether those shared parts keep tensors in the blocked layout ([`super::blocked`]).
+    pub(super) blocked: bool,
 }
 
 impl SessionOptions {
@@ -174,6 +185,14 @@ impl SessionOptions {
             arena: settings.onnx_cpu_arena,
             prepacked: settings.onnx_share_prepacked.then(|| prepacked(voice)),
             shared: settings.onnx_share_weights.then(|| voice.to_owned()),
+            blocked: settings.onnx_blocked_layout,
+        }
+    }
+
+    fn with_blocked(&self, blocked: bool) -> Self {
+        Self {
+            blocked,
+            ..self.clone()
         }
     }
 
@@ -265,7 +284,7 @@ fn part_session(options: &SessionOptions, part: &[u8], what: &str) -> Result<Ses
     let Some(voice) = &options.shared else {
         return session(options, Ok(part));
     };
-    match shared_weights(voice, part, what).and_then(|weights| weights.session(options)) {
+    match shared_weights(voice, part, what, options.blocked).and_then(|weights| weights.session(options)) {
         Ok(session) => Ok(session),
         Err(reason) => {
             tracing::warn!(
@@ -280,10 +299,16 @@ fn part_session(options: &SessionOptions, part: &[u8], what: &str) -> Result<Ses
 }
 
 /// The shared weights of `part` of `voice`, optimised at the first call for that part.
-fn shared_weights(voice: &str, part: &[u8], what: &str) -> Result<Arc<shared::Weights>, String> {
+fn shared_weights(
+    voice: &str,
+    part: &[u8],
+    what: &str,
+    blocked: bool,
+) -> Result<Arc<shared::Weights>, String> {
     let key = {
         let mut hasher = DefaultHasher::new();
         part.hash(&mut hasher);
+        blocked.hash(&mut hasher);
         hasher.finish()
     };
     // Held while a part is optimised, so the voice's instances loading at once optimise it once.
@@ -295,11 +320,12 @@ fn shared_weights(voice: &str, part: &[u8], what: &str) -> Result<Arc<shared::We
     if let Some(weights) = parts.get(&key) {
         return Ok(weights.clone());
     }
-    let weights = Arc::new(shared::Weights::optimise(part)?);
+    let weights = Arc::new(shared::Weights::optimise(part, blocked)?);
     tracing::info!(
         voice,
         part = what,
         shared_mb = weights.bytes() as f64 / 1e6,
+        reorders_removed = weights.reorders_removed(),
         "Piper voice part optimised once; all of its sessions share these weights."
     );
     parts.insert(key, weights.clone());
@@ -432,35 +458,50 @@ fn decoder_2d(decoder: &[u8]) -> Result<Vec<u8>, String> {
     }))
 }
 
-/// A voice's first load: split it with 2-D convolutions and check it; when only a 2-D rewrite fails
-/// its check, again without it. Returns the sessions (and whether they are 2-D) and what to record.
+/// A voice's first load: split it with 2-D convolutions in the blocked layout and check it; when a
+/// rewrite fails its check, again without the blocked layout, then without the 2-D rewrite. Returns the
+/// sessions (and whether they are 2-D and blocked) and what to record.
 fn first_split(
     model: &Path,
     options: &SessionOptions,
     config: &PiperVoiceConfig,
-) -> (Option<(SplitSessions, bool)>, Decision) {
-    let attempt = |planar: bool| -> Result<(SplitSessions, bool), Check> {
-        let (mut sessions, originals) = split_sessions(model, options, planar).map_err(Check::Split)?;
-        check(&mut sessions, config, &originals, options)?;
-        Ok((sessions, originals.any()))
+) -> (Option<(SplitSessions, bool, bool)>, Decision) {
+    let attempt = |planar: bool, blocked: bool| -> Result<(SplitSessions, bool, bool), Check> {
+        let options = options.with_blocked(blocked);
+        let (mut sessions, originals) = split_sessions(model, &options, planar).map_err(Check::Split)?;
+        check(&mut sessions, config, &originals, &options)?;
+        Ok((sessions, originals.any(), blocked && options.shared.is_some()))
     };
-    let outcome = attempt(true).or_else(|failed| match failed {
-        Check::Planar(reason) => {
-            tracing::warn!(
-                model = %model.display(),
-                reason = reason.as_str(),
-                "Piper voice keeps its 1-D convolutions: the 2-D rewrite did not match."
-            );
-            attempt(false)
-        }
-        split => Err(split),
-    });
+    let outcome = attempt(true, options.blocked)
+        .or_else(|failed| match failed {
+            Check::Planar(reason) if options.shared.is_some() && options.blocked => {
+                tracing::warn!(
+                    model = %model.display(),
+                    reason = reason.as_str(),
+                    "Piper voice keeps ONNX Runtime's layout reorders: the blocked-layout graph did not match."
+                );
+                attempt(true, false)
+            }
+            other => Err(other),
+        })
+        .or_else(|failed| match failed {
+            Check::Planar(reason) => {
+                tracing::warn!(
+                    model = %model.display(),
+                    reason = reason.as_str(),
+                    "Piper voice keeps its 1-D convolutions: the 2-D rewrite did not match."
+                );
+                attempt(false, false)
+            }
+            split => Err(split),
+        });
     match outcome {
-        Ok((sessions, planar)) => (
-            Some((sessions, planar)),
+        Ok((sessions, planar, blocked)) => (
+            Some((sessions, planar, blocked)),
             Decision {
                 split: Ok(()),
                 planar,
+                blocked,
             },
         ),
         Err(Check::Split(reason) | Check::Planar(reason)) => (
@@ -468,6 +509,7 @@ fn first_split(
             Decision {
                 split: Err(reason),
                 planar: false,
+                blocked: false,
             },
         ),
     }
@@ -569,19 +611,24 @@ impl PiperEngine {
             config.noise_w = noise.noise_w;
         }
         environment()?;
-        let options = SessionOptions::new(&voice.id, settings);
+        let mut options = SessionOptions::new(&voice.id, settings);
         let split = match known(&voice.id) {
             Some(Decision { split: Err(_), .. }) => None,
             Some(Decision {
                 split: Ok(()),
                 planar,
-            }) => split_sessions(&model_path, &options, planar)
-                .ok()
-                .map(|(sessions, _)| (sessions, planar)),
+                blocked,
+            }) => {
+                options = options.with_blocked(blocked);
+                split_sessions(&model_path, &options, planar)
+                    .ok()
+                    .map(|(sessions, _)| (sessions, planar))
+            }
             None => {
                 let (split, decision) = first_split(&model_path, &options, &config);
+                options = options.with_blocked(decision.blocked);
                 record(&voice.id, decision);
-                split
+                split.map(|(sessions, planar, _)| (sessions, planar))
             }
         };
         let (model, planar) = match split {

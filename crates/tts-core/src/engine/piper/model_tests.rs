@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use super::engine::PiperEngine;
 use super::stream::{self, OVERLAP_FRAMES, SplitSessions};
 use super::{
-    DecoderMode, PiperVoiceConfig, init_onnx_runtime, phases, piper_decoder_modes, planar, shared, split,
-    wire,
+    DecoderMode, PiperVoiceConfig, blocked, init_onnx_runtime, phases, piper_decoder_modes, planar, shared,
+    split, wire,
 };
 use crate::engine::{Engine, EngineError, EngineSettings, Flow, PiperNoise, Rest};
 use crate::voices::{EngineKind, VoiceInfo};
@@ -416,7 +416,7 @@ fn sessions_on_the_shared_weights_decode_as_a_session_with_its_own_copy() {
     let parts = split::split(&std::fs::read(&model).unwrap()).unwrap();
     let decoder = phases::rewrite(&planar::rewrite(&parts.decoder).unwrap()).unwrap();
     let options = super::engine::SessionOptions::new("test-shared", &settings());
-    let weights = shared::Weights::optimise(&decoder).unwrap();
+    let weights = shared::Weights::optimise(&decoder, false).unwrap();
     // Nearly all of the decoder's bytes are weights, and nearly all of them are held once, outside the
     // graph (blocked-layout padding can make them a little larger than the original).
     let names = weights.initializer_names();
@@ -457,6 +457,81 @@ fn the_shipped_voice_loads_with_the_2d_decoder() {
     let engine = PiperEngine::load(voice("test-planar-load", &model), &settings()).unwrap();
     assert_eq!(engine.mode(), DecoderMode::Streaming);
     assert_eq!(super::engine::planar_decoder("test-planar-load"), Some(true));
+    assert_eq!(
+        super::engine::blocked_decoder("test-planar-load"),
+        Some(blocked::block_floats().is_some())
+    );
+}
+
+/// The shipped decoder as ONNX Runtime optimises it, with and without [`blocked`]: the rewrite leaves
+/// only the latent's reorder into the blocked layout and the audio's out of it, and the samples are
+/// the same.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_shipped_decoder_stays_in_the_blocked_layout_and_computes_the_same() {
+    let model = shipped_model();
+    let parts = split::split(&std::fs::read(&model).unwrap()).unwrap();
+    let decoder = phases::rewrite(&planar::rewrite(&parts.decoder).unwrap()).unwrap();
+    let options = super::engine::SessionOptions::new("test-blocked", &settings());
+    let reordered = shared::Weights::optimise(&decoder, false).unwrap();
+    let blocked = shared::Weights::optimise(&decoder, true).unwrap();
+    let reorders = |weights: &shared::Weights| {
+        ops(weights.graph())
+            .iter()
+            .filter(|op| op.starts_with("Reorder"))
+            .count()
+    };
+    let before = reorders(&reordered);
+    eprintln!(
+        "reorders: {before} in ONNX Runtime's graph, {} after the rewrite",
+        reorders(&blocked)
+    );
+    assert_eq!(reorders(&blocked), 2, "only the latent's and the audio's");
+    assert_eq!(blocked.reorders_removed(), before - 2);
+
+    let encoder = super::engine::session(&options, Ok(&parts.encoder)).unwrap();
+    let own = super::engine::session(&options, Ok(&decoder)).unwrap();
+    let mut sessions = SplitSessions::new(encoder, own, parts.latent.clone(), parts.extra);
+    let config = PiperVoiceConfig::read(&model.with_extension("onnx.json")).unwrap();
+    let (ids, _) = config.phoneme_ids(&"ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ. ".repeat(3));
+    let latent = sessions
+        .encode(super::engine::feeds(&config, ids, [0.0, 1.0, 0.0]).unwrap())
+        .unwrap();
+    let mut on_reordered = reordered.session(&options).unwrap();
+    let mut on_blocked = blocked.session(&options).unwrap();
+    // Short and long windows, with context on both sides, as the engine cuts them.
+    for (window, overlap) in [
+        ((0, 24), 0),
+        ((24, 96), OVERLAP_FRAMES),
+        ((0, latent.frames()), 0),
+    ] {
+        let expected = stream::decode_on(&mut on_reordered, &parts.latent, &latent, window, overlap).unwrap();
+        let audio = stream::decode_on(&mut on_blocked, &parts.latent, &latent, window, overlap).unwrap();
+        assert_eq!(audio.len(), expected.len());
+        let snr = stream::snr_db(&expected, &audio);
+        assert!(snr >= 100.0, "window {window:?}: {snr:.1} dB");
+    }
+}
+
+/// A blocked-layout graph that does not compute what the decoder does (here: blocks of the wrong size)
+/// fails the first-load check, and the voice loads with ONNX Runtime's own graph, still 2-D.
+#[test]
+fn a_blocked_layout_rewrite_that_does_not_match_falls_back_to_onnx_runtimes_graph() {
+    let model = shipped_model();
+    blocked::BLOCK_FLOATS.set(Some(4));
+    let loaded = PiperEngine::load(voice("test-blocked-wrong", &model), &settings());
+    blocked::BLOCK_FLOATS.set(None);
+    let mut engine = loaded.unwrap();
+    assert_eq!(engine.mode(), DecoderMode::Streaming);
+    assert_eq!(super::engine::planar_decoder("test-blocked-wrong"), Some(true));
+    assert_eq!(super::engine::blocked_decoder("test-blocked-wrong"), Some(false));
+    let mut reference = PiperEngine::load(voice("test-blocked-right", &model), &settings()).unwrap();
+    let (audio, expected) = (
+        synthesize(&mut engine, "Good morning."),
+        synthesize(&mut reference, "Good morning."),
+    );
+    assert_eq!(audio.len(), expected.len());
+    assert!(stream::snr_db(&expected, &audio) >= 100.0);
 }
 
 /// The operator of every node of `model`, sorted.

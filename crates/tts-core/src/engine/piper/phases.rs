@@ -275,7 +275,7 @@ fn float_tensor(name: &str, dims: &[u64], values: &[f32]) -> Vec<u8> {
     tensor(name, dims, FLOAT, &bytes)
 }
 
-fn int64_tensor(name: &str, values: &[i64]) -> Vec<u8> {
+pub(super) fn int64_tensor(name: &str, values: &[i64]) -> Vec<u8> {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     tensor(name, &[values.len() as u64], INT64, &bytes)
 }
@@ -301,7 +301,7 @@ fn node_with(op_type: &str, inputs: &[String], output: &str, attributes: &[Vec<u
     node
 }
 
-fn ints(name: &str, values: &[i64]) -> Vec<u8> {
+pub(super) fn ints(name: &str, values: &[i64]) -> Vec<u8> {
     let mut out = Vec::new();
     wire::put_len(&mut out, ATTRIBUTE_NAME, name.as_bytes());
     for &value in values {

@@ -30,6 +30,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, PrimitiveTensorElementType, Tensor};
 
+use super::blocked;
 use super::engine::{SessionOptions, builder};
 use super::planar::{INT64, TENSOR_DATA_TYPE, TENSOR_DIMS};
 use super::split::{GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_NAME, single};
@@ -61,12 +62,16 @@ pub(super) struct Weights {
     initializers: Vec<(String, Arc<DynValue>)>,
     /// The initializers' size.
     bytes: usize,
+    /// Reorders between layouts [`blocked::keep_blocked`] took out of the graph.
+    reorders_removed: usize,
 }
 
 impl Weights {
     /// Optimises `part` (a ModelProto) with every ONNX Runtime optimisation and reads its large
-    /// initializers; the error says why the part's sessions cannot share them.
-    pub(super) fn optimise(part: &[u8]) -> Result<Self, String> {
+    /// initializers; with `blocked_layout`, also keeps its tensors in the blocked layout where the optimised
+    /// graph would reorder them for element-wise operators ([`blocked`]). The error says why the
+    /// part's sessions cannot share the weights.
+    pub(super) fn optimise(part: &[u8], blocked_layout: bool) -> Result<Self, String> {
         let scratch = Scratch::new()?;
         let graph_path = scratch.0.join(GRAPH_FILE);
         let optimiser = SessionOptions {
@@ -74,6 +79,7 @@ impl Weights {
             arena: false,
             prepacked: None,
             shared: None,
+            blocked: false,
         };
         // ONNX Runtime warns that a graph optimised for the blocked layout is specific to this machine,
         // which is what it is meant for here.
@@ -104,17 +110,36 @@ impl Weights {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(format!("reading the optimised weights: {e}")),
         };
+        let (graph, reorders_removed) = match blocked_layout.then(blocked::block_floats).flatten() {
+            Some(block) => match blocked::keep_blocked(&graph, block) {
+                Ok(rewritten) => rewritten,
+                Err(reason) => {
+                    tracing::debug!(
+                        reason = reason.as_str(),
+                        "Piper voice part keeps ONNX Runtime's reorders."
+                    );
+                    (graph, 0)
+                }
+            },
+            None => (graph, 0),
+        };
         let initializers = external_initializers(&graph, &weights)?;
         Ok(Self {
             graph,
             initializers,
             bytes: weights.len(),
+            reorders_removed,
         })
     }
 
     /// The size of the weights every session of the part shares.
     pub(super) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// How many reorders between layouts the part no longer runs ([`blocked`]).
+    pub(super) fn reorders_removed(&self) -> usize {
+        self.reorders_removed
     }
 
     /// A session of the optimised part built with `options`, holding no copy of the large weights.
@@ -137,6 +162,12 @@ impl Weights {
         builder.commit_from_file(&graph_path).map_err(|e| e.to_string())
     }
 
+    /// The optimised graph.
+    #[cfg(test)]
+    pub(super) fn graph(&self) -> &[u8] {
+        &self.graph
+    }
+
     /// The initializers every session of the part shares.
     #[cfg(test)]
     pub(super) fn initializer_names(&self) -> Vec<&str> {
@@ -156,6 +187,7 @@ impl Weights {
                 .cloned()
                 .collect(),
             bytes: self.bytes,
+            reorders_removed: self.reorders_removed,
         }
     }
 }
