@@ -102,7 +102,7 @@ pub(super) fn keep_blocked(optimised: &[u8], block: u64) -> Result<(Vec<u8>, usi
     let mut twins: HashMap<String, String> = HashMap::new();
     // A dropped `ReorderInput`'s output → the twin its readers now read.
     let mut aliases: HashMap<&str, String> = HashMap::new();
-    let mut added: Vec<Vec<u8>> = Vec::new();
+    let mut added: Vec<(String, Vec<u8>)> = Vec::new();
     let mut out: Vec<Out> = Vec::with_capacity(nodes.len() + 16);
     let mut reorders_before = 0;
     for node in &nodes {
@@ -167,8 +167,8 @@ pub(super) fn keep_blocked(optimised: &[u8], block: u64) -> Result<(Vec<u8>, usi
                     );
                     let blocked = format!("{output}/blocked");
                     let (s, c, b) = (phases as i64, channels as i64, block as i64);
-                    added.push(int64_tensor(&split, &[0, s, c / b, -1, b]));
-                    added.push(int64_tensor(&merged, &[0, c, 1, -1]));
+                    added.push((split.clone(), int64_tensor(&split, &[0, s, c / b, -1, b])));
+                    added.push((merged.clone(), int64_tensor(&merged, &[0, c, 1, -1])));
                     let mut transpose = planar::small_node("Transpose", &[&by_phase], &moved);
                     wire::put_len(&mut transpose, NODE_ATTRIBUTE, &ints("perm", &[0, 2, 3, 1, 4]));
                     for (bytes, inputs, output) in [
@@ -243,7 +243,7 @@ pub(super) fn keep_blocked(optimised: &[u8], block: u64) -> Result<(Vec<u8>, usi
             written.extend_from_slice(field.raw);
         }
     }
-    for tensor in &added {
+    for (_, tensor) in added.iter().filter(|(name, _)| needed.contains(name)) {
         wire::put_len(&mut written, GRAPH_INITIALIZER, tensor);
     }
     Ok((
