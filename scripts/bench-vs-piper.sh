@@ -3,10 +3,14 @@
 # four sentences (fox, hold, obs, para), then the ratios the Piper targets are stated in.
 #   1. piper-tts in a git-ignored venv (.cache/bench-venv): first chunk and total, default and 1 ORT thread.
 #   2. ttsd serve (release) + `ttsd bench` at 1, 4 and 16 sessions, then 16 again (RSS after each run).
-#   3. Each lever on its own at 1 session: early first chunk off, spare cores off, and (when
-#      BASELINE_BIN names a ttsd built before the streaming decoder) neither lever nor streaming decoder.
+#      The 1-session level runs three times as long as the others (about 20 utterances at 20 s a level,
+#      as many as the library's first chunks), so its p95 is not just its slowest utterance.
+#   3. Each lever on its own at 1 session (as long as the 1-session level): early first chunk off, spare
+#      cores off, first chunks' warm arena off, and (when BASELINE_BIN names a ttsd built before the
+#      streaming decoder) neither lever nor streaming decoder.
 #   4. Each memory lever on its own (MEMORY_LEVERS=0 skips it): RSS after warm-up and after two 16-session
-#      runs with ORT's CPU arena on, with prepacked weights not shared, and without the quiet sessions.
+#      runs with ORT's CPU arena on, with prepacked weights not shared, with first chunks' warm arena off,
+#      and without the quiet sessions.
 #   5. With CAPACITY_LEVELS="22 23" (about 2 minutes a level): for each level, Python ORT's 1-thread RTF
 #      right before and right after 60 s of `ttsd bench` at that many sessions against a fresh server, so
 #      the capacity target (0.9 x cores / RTF) comes from the same minutes as the underruns it is held to,
@@ -53,11 +57,13 @@ serve() {
 stop_all() { kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; PIDS=(); }
 rss_mb() { curl -s "$ADMIN/metrics" | awk '/^process_resident_memory_bytes /{printf "%.0f", $2/1e6}'; }
 bench() { "$BIN" bench --url "$URL" --duration-seconds "$SECS" "$@"; }
+bench1() { "$BIN" bench --url "$URL" --duration-seconds "$((3 * SECS))" --sessions 1 "$@"; }
 
 echo "== 2. ttsd (all levers), 1 / 4 / 16 sessions, then 16 again"
 serve all "$BIN"
 echo "RSS after warm-up: $(rss_mb) MB"
-bench --sessions 1,4,16 --json "$OUT/vs-piper-ttsd.json"
+bench1 --json "$OUT/vs-piper-ttsd-1.json"
+bench --sessions 4,16 --json "$OUT/vs-piper-ttsd.json"
 echo "RSS after the first run: $(rss_mb) MB" | tee "$TMP/rss1"
 bench --sessions 16 --json "$OUT/vs-piper-ttsd-16-again.json"
 echo "RSS after the second 16-session run: $(rss_mb) MB" | tee "$TMP/rss2"
@@ -66,14 +72,17 @@ stop_all
 
 echo "== 3. one lever at a time, 1 session"
 serve no-early "$BIN" TTSD_GATEWAY__FIRST_CHUNK_MAX_WORDS=0
-bench --sessions 1 --json "$OUT/vs-piper-no-early-chunk.json"
+bench1 --json "$OUT/vs-piper-no-early-chunk.json"
 stop_all
 serve no-quiet "$BIN" TTSD_ENGINE__ONNX_QUIET_INTRA_THREADS=1
-bench --sessions 1 --json "$OUT/vs-piper-no-quiet-threads.json"
+bench1 --json "$OUT/vs-piper-no-quiet-threads.json"
+stop_all
+serve no-warm "$BIN" TTSD_ENGINE__FIRST_CHUNK_WARM_ARENA=false
+bench1 --json "$OUT/vs-piper-no-warm-arena.json"
 stop_all
 if [ -n "${BASELINE_BIN:-}" ] && [ -x "$BASELINE_BIN" ]; then
   serve baseline "$BASELINE_BIN"
-  bench --sessions 1 --json "$OUT/vs-piper-baseline.json"
+  bench1 --json "$OUT/vs-piper-baseline.json"
   stop_all
 fi
 
@@ -92,6 +101,7 @@ if [ "${MEMORY_LEVERS:-1}" != 0 ]; then
   echo "== 4. one memory lever at a time, RSS around two 16-session runs"
   memory cpu-arena-on TTSD_ENGINE__ONNX_CPU_ARENA=true
   memory prepacked-not-shared TTSD_ENGINE__ONNX_SHARE_PREPACKED_WEIGHTS=false
+  memory warm-arena-off TTSD_ENGINE__FIRST_CHUNK_WARM_ARENA=false
   memory no-quiet-sessions TTSD_ENGINE__ONNX_QUIET_INTRA_THREADS=1
 fi
 
@@ -139,7 +149,7 @@ import json, os, re, sys
 out, cores = sys.argv[1], int(sys.argv[2])
 rss = [float(re.findall(r"(\d+) MB", open(p).read())[0]) for p in sys.argv[3:5]]
 lib = json.load(open(f"{out}/vs-piper-library.json"))
-levels = {l["sessions"]: l for l in json.load(open(f"{out}/vs-piper-ttsd.json"))["levels"]}
+levels = {l["sessions"]: l for name in ("ttsd-1", "ttsd") for l in json.load(open(f"{out}/vs-piper-{name}.json"))["levels"]}
 def p95(level): return level["first_audio_ms"]["p95"]
 lib_p95, lib1_p95 = lib["default"]["first_p95_ms"], lib["1"]["first_p95_ms"]
 print(f"Piper library first chunk p95, all sentences: {lib_p95:.1f} ms (default threads), {lib1_p95:.1f} ms (1 thread)")
@@ -158,6 +168,7 @@ for n, level in sorted(levels.items()):
 print(f"RSS after two 16-session runs: {rss[1]:.0f} MB (target <= 300), second run added "
       f"{100 * (rss[1] - rss[0]) / rss[0]:+.1f} % (target <= 5 %)")
 for name, label in [("no-early-chunk", "early first chunk off"), ("no-quiet-threads", "spare cores off"),
+                    ("no-warm-arena", "first chunks' warm arena off"),
                     ("baseline", "baseline binary (no streaming decoder, no levers)")]:
     path = f"{out}/vs-piper-{name}.json"
     # Only files this run wrote (a baseline from an earlier run is not from this window).

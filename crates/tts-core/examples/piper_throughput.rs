@@ -8,11 +8,12 @@
 //! weights (`onnx_share_weights = false`); `blocked = 0` keeps ONNX Runtime's layout reorders
 //! (`onnx_blocked_layout = false`).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tts_core::engine::{self, EngineSettings, Flow};
-use tts_core::voices::{EngineKind, VoiceInfo};
+
+#[path = "support/shipped_voice.rs"]
+mod shipped_voice;
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -43,16 +44,7 @@ fn main() {
     let arg = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (threads, seconds, arena, first) = (arg(1, 2) as usize, arg(2, 20), arg(3, 0) == 1, arg(4, 1) == 1);
     let (shared, blocked) = (arg(5, 1) == 1, arg(6, 1) == 1);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    engine::init_onnx_runtime(&root.join(".cache/ort/libonnxruntime.so.1.32.0")).expect("ONNX Runtime");
-    let voice = VoiceInfo {
-        id: "en_US-joe-medium".into(),
-        engine: EngineKind::Piper,
-        language: "en-us".into(),
-        sample_rate: 22_050,
-        model_path: Some(root.join(".cache/voices/en_US-joe-medium.onnx")),
-        espeak_voice: "en-us".into(),
-    };
+    let voice = shipped_voice::shipped_voice();
     let settings = EngineSettings {
         onnx_cpu_arena: arena,
         onnx_share_weights: shared,

@@ -146,11 +146,18 @@ pub struct EngineSettings {
     /// With shared weights, the optimised graph keeps tensors in ONNX Runtime's blocked layout between
     /// convolutions instead of reordering them for element-wise operators.
     pub onnx_blocked_layout: bool,
+    /// Called on the engine thread when a split Piper voice starts an utterance's first chunk; what it
+    /// returns is dropped once the chunk's first PCM exists. `ttsd` uses it to allocate that stretch from
+    /// memory that stays resident (`engine.first_chunk_warm_arena`).
+    pub first_chunk_scope: Option<FirstChunkScope>,
 }
+
+/// See [`EngineSettings::first_chunk_scope`].
+pub type FirstChunkScope = fn() -> Box<dyn std::any::Any>;
 
 impl Default for EngineSettings {
     /// One intra-op thread, no quiet sessions, each voice's own noise, no arena, shared weights in the
-    /// blocked layout.
+    /// blocked layout, nothing around first chunks.
     fn default() -> Self {
         Self {
             onnx_intra_threads: 1,
@@ -160,6 +167,7 @@ impl Default for EngineSettings {
             onnx_share_prepacked: true,
             onnx_share_weights: true,
             onnx_blocked_layout: true,
+            first_chunk_scope: None,
         }
     }
 }

@@ -162,6 +162,8 @@ pub(crate) struct EngineConfig {
     pub(crate) onnx_share_weights: bool,
     /// Those shared graphs keep tensors in ONNX Runtime's blocked layout between convolutions.
     pub(crate) onnx_blocked_layout: bool,
+    /// An utterance's first chunk allocates from memory kept resident until its first audio.
+    pub(crate) first_chunk_warm_arena: bool,
 }
 
 impl Default for EngineConfig {
@@ -180,6 +182,7 @@ impl Default for EngineConfig {
             onnx_share_prepacked_weights: true,
             onnx_share_weights: true,
             onnx_blocked_layout: true,
+            first_chunk_warm_arena: true,
         }
     }
 }
@@ -197,6 +200,9 @@ impl EngineConfig {
             onnx_share_prepacked: self.onnx_share_prepacked_weights,
             onnx_share_weights: self.onnx_share_weights,
             onnx_blocked_layout: self.onnx_blocked_layout,
+            first_chunk_scope: self
+                .first_chunk_warm_arena
+                .then_some(crate::warm::scope as tts_core::engine::FirstChunkScope),
         }
     }
 

@@ -13,6 +13,7 @@ mod rules;
 mod say;
 mod serve;
 mod tls;
+mod warm;
 mod worker;
 
 use std::path::PathBuf;

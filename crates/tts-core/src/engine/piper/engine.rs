@@ -15,7 +15,7 @@ use ort::value::{DynTensor, Tensor};
 use super::stream::{self, FIRST_WINDOW_FRAMES, OVERLAP_FRAMES, SplitSessions};
 use super::{PiperVoiceConfig, environment};
 use super::{phases, planar, shared, split};
-use crate::engine::{Engine, EngineError, EngineSettings, Flow, Rest, phonemize_ipa};
+use crate::engine::{Engine, EngineError, EngineSettings, FirstChunkScope, Flow, Rest, phonemize_ipa};
 use crate::voices::VoiceInfo;
 
 /// Samples handed to the sink per call, so cancellation is checked at least every ~46 ms of audio.
@@ -243,6 +243,8 @@ pub(in crate::engine) struct PiperEngine {
     speed: f32,
     /// Whether the next chunk is the first of its utterance ([`Engine::set_first_chunk`]).
     first_chunk: bool,
+    /// Wraps a first chunk up to its first PCM ([`crate::engine::EngineSettings::first_chunk_scope`]).
+    first_chunk_scope: Option<FirstChunkScope>,
     /// What the last chunk left to do when its sink paused it ([`Engine::take_rest`]).
     rest: Option<Paused>,
 }
@@ -655,6 +657,7 @@ impl PiperEngine {
             quiet_chunks: 0,
             speed: 1.0,
             first_chunk: true,
+            first_chunk_scope: settings.first_chunk_scope,
             rest: None,
         })
     }
@@ -808,6 +811,10 @@ impl Engine for PiperEngine {
     fn synthesize(&mut self, text: &str, sink: &mut dyn FnMut(&[i16]) -> Flow) -> Result<(), EngineError> {
         self.rest = None;
         let started = Instant::now();
+        let mut scope = match self.first_chunk_scope {
+            Some(scope) if self.first_chunk && matches!(self.model, Model::Split(_)) => Some(scope()),
+            _ => None,
+        };
         let clauses = phonemize_ipa(text, &self.config.espeak_voice)?;
         let phonemised = started.elapsed();
         let phonemes = clauses.join(" ");
@@ -821,9 +828,13 @@ impl Engine for PiperEngine {
         let (windows_before, quiet_before) = (self.windows_decoded, self.quiet_chunks);
         let mut samples = 0usize;
         let outcome = self.infer(ids, &mut |pcm| {
+            if !pcm.is_empty() {
+                drop(scope.take());
+            }
             samples += pcm.len();
             sink(pcm)
         });
+        drop(scope);
         tracing::debug!(
             voice = %self.voice.id,
             phonemize_ms = phonemised.as_secs_f64() * 1e3,
