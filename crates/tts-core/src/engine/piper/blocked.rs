@@ -289,12 +289,7 @@ fn int_attribute(node: &Node<'_>, name: &str) -> Result<Option<i64>, String> {
     for field in node.fields.iter().filter(|f| f.number == NODE_ATTRIBUTE) {
         let attribute = wire::fields(field.payload)?;
         if wire::str_field(&attribute, ATTRIBUTE_NAME)? == name {
-            return Ok(attribute
-                .iter()
-                .find(|f| f.number == ATTRIBUTE_I)
-                .map(Field::uints)
-                .transpose()?
-                .and_then(|v| v.first().map(|&i| i as i64)));
+            return Ok(wire::first_uint(&attribute, ATTRIBUTE_I)?.map(|i| i as i64));
         }
     }
     Ok(None)
@@ -359,12 +354,7 @@ fn ints_attribute(node: &Node<'_>, name: &str) -> Result<Vec<i64>, String> {
 /// The values of an int64 TensorProto (raw or packed `int64_data`).
 fn int64s(tensor: &[u8]) -> Result<Vec<i64>, String> {
     let fields = wire::fields(tensor)?;
-    let kind = fields
-        .iter()
-        .find(|f| f.number == TENSOR_DATA_TYPE)
-        .map(Field::uints)
-        .transpose()?
-        .and_then(|v| v.first().copied());
+    let kind = wire::first_uint(&fields, TENSOR_DATA_TYPE)?;
     if kind != Some(planar::INT64) {
         return Ok(Vec::new());
     }

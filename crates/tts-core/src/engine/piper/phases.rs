@@ -250,12 +250,7 @@ fn phase_nodes(
 /// The values of a float TensorProto (raw or packed `float_data`).
 fn floats(tensor: &[u8]) -> Result<Vec<f32>, String> {
     let fields = wire::fields(tensor)?;
-    let kind = fields
-        .iter()
-        .find(|f| f.number == TENSOR_DATA_TYPE)
-        .map(wire::Field::uints)
-        .transpose()?
-        .and_then(|v| v.first().copied());
+    let kind = wire::first_uint(&fields, TENSOR_DATA_TYPE)?;
     if kind != Some(FLOAT) {
         return Err(format!("a weight of data type {kind:?}, not float"));
     }

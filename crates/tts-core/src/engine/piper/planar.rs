@@ -340,13 +340,7 @@ fn check_opset(model_fields: &[Field<'_>]) -> Result<(), String> {
         let opset = wire::fields(field.payload)?;
         let domain = wire::str_field(&opset, OPSET_DOMAIN)?;
         if domain.is_empty() || domain == "ai.onnx" {
-            let version = opset
-                .iter()
-                .find(|f| f.number == OPSET_VERSION)
-                .map(Field::uints)
-                .transpose()?
-                .and_then(|v| v.first().copied())
-                .unwrap_or(0);
+            let version = wire::first_uint(&opset, OPSET_VERSION)?.unwrap_or(0);
             return if version >= 13 {
                 Ok(())
             } else {

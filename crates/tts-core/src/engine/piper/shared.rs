@@ -199,12 +199,7 @@ fn external_initializers(graph: &[u8], weights: &[u8]) -> Result<Vec<(String, Ar
     let mut out = Vec::new();
     for field in graph.iter().filter(|f| f.number == GRAPH_INITIALIZER) {
         let tensor = wire::fields(field.payload)?;
-        let location = tensor
-            .iter()
-            .find(|f| f.number == TENSOR_DATA_LOCATION)
-            .map(Field::uints)
-            .transpose()?
-            .and_then(|v| v.first().copied());
+        let location = wire::first_uint(&tensor, TENSOR_DATA_LOCATION)?;
         if location != Some(EXTERNAL) {
             continue;
         }
@@ -221,13 +216,7 @@ fn external_tensor(tensor: &[Field<'_>], weights: &[u8]) -> Result<DynValue, Str
     for field in tensor.iter().filter(|f| f.number == TENSOR_DIMS) {
         dims.extend(field.uints()?.into_iter().map(|d| d as i64));
     }
-    let data_type = tensor
-        .iter()
-        .find(|f| f.number == TENSOR_DATA_TYPE)
-        .map(Field::uints)
-        .transpose()?
-        .and_then(|v| v.first().copied())
-        .unwrap_or(0);
+    let data_type = wire::first_uint(tensor, TENSOR_DATA_TYPE)?.unwrap_or(0);
     let (mut location, mut offset, mut length) = (None, 0usize, None);
     for entry in tensor.iter().filter(|f| f.number == TENSOR_EXTERNAL_DATA) {
         let entry = wire::fields(entry.payload)?;

@@ -77,6 +77,16 @@ pub(super) fn str_field<'a>(fields: &[Field<'a>], number: u32) -> Result<&'a str
         .unwrap_or(""))
 }
 
+/// The first integer of the first field numbered `number` (`None` when there is no such field).
+pub(super) fn first_uint(fields: &[Field<'_>], number: u32) -> Result<Option<u64>, String> {
+    Ok(fields
+        .iter()
+        .find(|f| f.number == number)
+        .map(Field::uints)
+        .transpose()?
+        .and_then(|v| v.first().copied()))
+}
+
 /// Splits a message into its fields, in wire order.
 pub(super) fn fields(bytes: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
