@@ -9,6 +9,7 @@
 
 mod blocked;
 mod engine;
+mod onnx;
 mod phases;
 mod planar;
 mod shared;

@@ -28,18 +28,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::phases::{int64_tensor, ints};
-use super::planar::{self, ATTRIBUTE_NAME, Node, Parsed, TENSOR_DATA_TYPE};
-use super::split::{
-    GRAPH_INITIALIZER, GRAPH_NODE, GRAPH_OUTPUT, GRAPH_VALUE_INFO, NODE_ATTRIBUTE, NODE_INPUT, TENSOR_NAME,
-    VALUE_INFO_NAME, named,
+use super::onnx::{
+    self, ATTRIBUTE_I, ATTRIBUTE_INTS, ATTRIBUTE_NAME, GRAPH_INITIALIZER, GRAPH_NODE, GRAPH_OUTPUT,
+    GRAPH_VALUE_INFO, INT64, NODE_ATTRIBUTE, NODE_DOMAIN, NODE_INPUT, NODE_OP_TYPE, TENSOR_DATA_TYPE,
+    TENSOR_INT64_DATA, TENSOR_NAME, TENSOR_RAW_DATA, VALUE_INFO_NAME, int64_tensor, ints,
 };
+use super::planar::{self, Node, Parsed};
+use super::split::named;
 use super::wire::{self, Field};
-
-const NODE_DOMAIN: u32 = 7;
-const ATTRIBUTE_I: u32 = 3;
-const TENSOR_INT64_DATA: u32 = 7;
-const TENSOR_RAW_DATA: u32 = 9;
 /// ONNX Runtime's domain of its blocked-layout operators.
 const NCHWC: &str = "com.microsoft.nchwc";
 /// Operators that compute each output element from the same element of each input.
@@ -139,7 +135,7 @@ pub(super) fn keep_blocked(optimised: &[u8], block: u64) -> Result<(Vec<u8>, usi
                     .map(|i| twins.get(*i).cloned().unwrap_or_else(|| renamed(i, &aliases)))
                     .collect();
                 let output = format!("{}/blocked", node.outputs[0]);
-                let mut bytes = planar::small_node(op, &refs(&inputs), &output);
+                let mut bytes = onnx::node(op, &inputs, &output, &[]);
                 for field in node.fields.iter().filter(|f| f.number == NODE_ATTRIBUTE) {
                     bytes.extend_from_slice(field.raw);
                 }
@@ -169,17 +165,17 @@ pub(super) fn keep_blocked(optimised: &[u8], block: u64) -> Result<(Vec<u8>, usi
                     let (s, c, b) = (phases as i64, channels as i64, block as i64);
                     added.push((split.clone(), int64_tensor(&split, &[0, s, c / b, -1, b])));
                     added.push((merged.clone(), int64_tensor(&merged, &[0, c, 1, -1])));
-                    let mut transpose = planar::small_node("Transpose", &[&by_phase], &moved);
-                    wire::put_len(&mut transpose, NODE_ATTRIBUTE, &ints("perm", &[0, 2, 3, 1, 4]));
+                    let perm = ints("perm", &[0, 2, 3, 1, 4]);
+                    let transpose = onnx::node("Transpose", &[&by_phase], &moved, &[perm]);
                     for (bytes, inputs, output) in [
                         (
-                            planar::small_node("Reshape", &[&twin, &split], &by_phase),
+                            onnx::node("Reshape", &[&twin, &split], &by_phase, &[]),
                             vec![twin.clone(), split.clone()],
                             by_phase.clone(),
                         ),
                         (transpose, vec![by_phase.clone()], moved.clone()),
                         (
-                            planar::small_node("Reshape", &[&moved, &merged], &blocked),
+                            onnx::node("Reshape", &[&moved, &merged], &blocked, &[]),
                             vec![moved.clone(), merged.clone()],
                             blocked.clone(),
                         ),
@@ -276,12 +272,8 @@ fn renamed(name: &str, aliases: &HashMap<&str, String>) -> String {
     aliases.get(name).cloned().unwrap_or_else(|| name.to_owned())
 }
 
-fn refs(names: &[String]) -> Vec<&str> {
-    names.iter().map(String::as_str).collect()
-}
-
 fn op_type<'a>(fields: &[Field<'a>]) -> Result<&'a str, String> {
-    wire::str_field(fields, super::split::NODE_OP_TYPE)
+    wire::str_field(fields, NODE_OP_TYPE)
 }
 
 /// The value of `node`'s integer attribute `name`, if it has one.
@@ -342,7 +334,7 @@ fn ints_attribute(node: &Node<'_>, name: &str) -> Result<Vec<i64>, String> {
         let attribute = wire::fields(field.payload)?;
         if wire::str_field(&attribute, ATTRIBUTE_NAME)? == name {
             let mut values = Vec::new();
-            for ints in attribute.iter().filter(|f| f.number == planar::ATTRIBUTE_INTS) {
+            for ints in attribute.iter().filter(|f| f.number == ATTRIBUTE_INTS) {
                 values.extend(ints.uints()?.into_iter().map(|v| v as i64));
             }
             return Ok(values);
@@ -355,7 +347,7 @@ fn ints_attribute(node: &Node<'_>, name: &str) -> Result<Vec<i64>, String> {
 fn int64s(tensor: &[u8]) -> Result<Vec<i64>, String> {
     let fields = wire::fields(tensor)?;
     let kind = wire::first_uint(&fields, TENSOR_DATA_TYPE)?;
-    if kind != Some(planar::INT64) {
+    if kind != Some(INT64) {
         return Ok(Vec::new());
     }
     if let Some(raw) = fields.iter().find(|f| f.number == TENSOR_RAW_DATA) {
@@ -375,33 +367,14 @@ fn int64s(tensor: &[u8]) -> Result<Vec<i64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::piper::split::{GRAPH_INPUT, MODEL_GRAPH, MODEL_OPSET_IMPORT, NODE_OUTPUT};
-
-    fn int(name: &str, value: i64) -> Vec<u8> {
-        let mut out = Vec::new();
-        wire::put_len(&mut out, ATTRIBUTE_NAME, name.as_bytes());
-        wire::put_uint(&mut out, ATTRIBUTE_I, value as u64);
-        out
-    }
+    use crate::engine::piper::onnx::build::{self, declared, value_info};
+    use crate::engine::piper::onnx::{GRAPH_INPUT, MODEL_GRAPH, NODE_OUTPUT, int};
 
     fn node(domain: &str, op: &str, inputs: &[&str], output: &str, attributes: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = planar::small_node(op, inputs, output);
+        let mut out = onnx::node(op, inputs, output, attributes);
         if !domain.is_empty() {
             wire::put_len(&mut out, NODE_DOMAIN, domain.as_bytes());
         }
-        for attribute in attributes {
-            wire::put_len(&mut out, NODE_ATTRIBUTE, attribute);
-        }
-        out
-    }
-
-    fn float_tensor(name: &str, dims: &[u64]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for &dim in dims {
-            wire::put_uint(&mut out, planar::TENSOR_DIMS, dim);
-        }
-        wire::put_uint(&mut out, TENSOR_DATA_TYPE, 1);
-        wire::put_len(&mut out, TENSOR_NAME, name.as_bytes());
         out
     }
 
@@ -413,21 +386,11 @@ mod tests {
         for i in initializers {
             wire::put_len(&mut graph, GRAPH_INITIALIZER, i);
         }
-        let mut input = Vec::new();
-        wire::put_len(&mut input, VALUE_INFO_NAME, b"x");
-        wire::put_len(&mut graph, GRAPH_INPUT, &input);
+        wire::put_len(&mut graph, GRAPH_INPUT, &value_info("x"));
         for name in outputs {
-            let mut output = Vec::new();
-            wire::put_len(&mut output, VALUE_INFO_NAME, name.as_bytes());
-            wire::put_len(&mut graph, GRAPH_OUTPUT, &output);
+            wire::put_len(&mut graph, GRAPH_OUTPUT, &value_info(name));
         }
-        let mut opset = Vec::new();
-        wire::put_uint(&mut opset, 2, 17);
-        let mut out = Vec::new();
-        wire::put_uint(&mut out, 1, 8);
-        wire::put_len(&mut out, MODEL_GRAPH, &graph);
-        wire::put_len(&mut out, MODEL_OPSET_IMPORT, &opset);
-        out
+        build::model(&graph, 17)
     }
 
     /// Every node of `model` as `op(inputs) -> outputs`, in order.
@@ -489,9 +452,9 @@ mod tests {
                 node("", "Mul", &["c", "scale"], "m", &[]),
             ],
             &[
-                float_tensor("w", &[channels as u64, channels as u64, 1, 3]),
-                float_tensor("three", &[]),
-                float_tensor("scale", &[channels as u64, 1, 1]),
+                declared("w", &[channels as u64, channels as u64, 1, 3]),
+                declared("three", &[]),
+                declared("scale", &[channels as u64, 1, 1]),
             ],
             &["y", "m"],
         )
@@ -527,11 +490,7 @@ mod tests {
     #[test]
     fn a_phase_interleave_runs_on_the_blocked_tensor() {
         let shape = |name: &str, values: &[i64]| int64_tensor(name, values);
-        let transpose = {
-            let mut t = planar::small_node("Transpose", &["p"], "t");
-            wire::put_len(&mut t, NODE_ATTRIBUTE, &ints("perm", &[0, 2, 3, 1]));
-            t
-        };
+        let transpose = onnx::node("Transpose", &["p"], "t", &[ints("perm", &[0, 2, 3, 1])]);
         let interleaved = model(
             &[
                 node(NCHWC, "ReorderInput", &["x"], "xb", &[int("channels_last", 0)]),
@@ -559,7 +518,7 @@ mod tests {
                 ),
             ],
             &[
-                float_tensor("w", &[32, 32, 1, 3]),
+                declared("w", &[32, 32, 1, 3]),
                 shape("by_phase", &[0, 2, 32, -1]),
                 shape("interleaved", &[0, 32, 1, -1]),
             ],

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use super::engine::PiperEngine;
 use super::stream::{self, OVERLAP_FRAMES, SplitSessions};
 use super::{
-    DecoderMode, PiperVoiceConfig, blocked, init_onnx_runtime, phases, piper_decoder_modes, planar, shared,
-    split, wire,
+    DecoderMode, PiperVoiceConfig, blocked, init_onnx_runtime, onnx, phases, piper_decoder_modes, planar,
+    shared, split, wire,
 };
 use crate::engine::{Engine, EngineError, EngineSettings, Flow, PiperNoise, Rest};
 use crate::voices::{EngineKind, VoiceInfo};
@@ -538,18 +538,18 @@ fn a_blocked_layout_rewrite_that_does_not_match_falls_back_to_onnx_runtimes_grap
 fn ops(model: &[u8]) -> Vec<String> {
     let fields = wire::fields(model).unwrap();
     let graph = wire::fields(
-        split::single(&fields, split::MODEL_GRAPH, "graph")
+        split::single(&fields, onnx::MODEL_GRAPH, "graph")
             .unwrap()
             .payload,
     )
     .unwrap();
     let mut ops: Vec<String> = graph
         .iter()
-        .filter(|f| f.number == split::GRAPH_NODE)
+        .filter(|f| f.number == onnx::GRAPH_NODE)
         .map(|f| {
             let node = wire::fields(f.payload).unwrap();
             node.iter()
-                .find(|n| n.number == split::NODE_OP_TYPE)
+                .find(|n| n.number == onnx::NODE_OP_TYPE)
                 .unwrap()
                 .as_str()
                 .unwrap()

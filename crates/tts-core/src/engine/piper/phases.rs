@@ -17,18 +17,13 @@
 
 use std::collections::HashMap;
 
-use super::planar::{self, ATTRIBUTE_INTS, ATTRIBUTE_NAME, INT64, Node, Parsed, TENSOR_DATA_TYPE};
-use super::split::{GRAPH_INITIALIZER, GRAPH_NODE, NODE_ATTRIBUTE, TENSOR_NAME};
+use super::onnx::{
+    ATTRIBUTE_I, ATTRIBUTE_INTS, ATTRIBUTE_NAME, ATTRIBUTE_S, FLOAT, GRAPH_INITIALIZER, GRAPH_NODE,
+    NODE_ATTRIBUTE, TENSOR_DATA_TYPE, TENSOR_FLOAT_DATA, TENSOR_NAME, TENSOR_RAW_DATA, float_tensor, int,
+    int64_tensor, ints, node,
+};
+use super::planar::{self, Node, Parsed};
 use super::wire;
-
-const TENSOR_FLOAT_DATA: u32 = 4;
-const TENSOR_RAW_DATA: u32 = 9;
-const ATTRIBUTE_I: u32 = 3;
-const ATTRIBUTE_S: u32 = 4;
-const ATTRIBUTE_TYPE: u32 = 20;
-const ATTRIBUTE_TYPE_INT: u64 = 2;
-const ATTRIBUTE_TYPE_INTS: u64 = 7;
-const FLOAT: u64 = 1;
 
 /// A transposed convolution that splits into phases: its weight `[c_in, c_out, 1, k]`, bias `[c_out]`.
 struct Upsample<'a> {
@@ -202,7 +197,7 @@ fn phase_nodes(
             inputs.push(format!("{name}/bias"));
         }
         let pads = [0, (taps - 1 - shift) as i64, 0, *shift as i64];
-        let conv = node_with(
+        let conv = node(
             "Conv",
             &inputs,
             &name,
@@ -222,7 +217,7 @@ fn phase_nodes(
         wire::put_len(
             out,
             GRAPH_NODE,
-            &node_with("Concat", &phases, &name, &[int("axis", 1)]),
+            &node("Concat", &phases, &name, &[int("axis", 1)]),
         );
         name
     };
@@ -233,16 +228,16 @@ fn phase_nodes(
     );
     added.push(int64_tensor(&shape_in, &[0, s as i64, c_out as i64, -1]));
     added.push(int64_tensor(&shape_out, &[0, c_out as i64, 1, -1]));
-    let reshape = node_with("Reshape", &[stacked, shape_in], &by_phase, &[]);
+    let reshape = node("Reshape", &[stacked, shape_in], &by_phase, &[]);
     wire::put_len(out, GRAPH_NODE, &reshape);
-    let transpose = node_with(
+    let transpose = node(
         "Transpose",
         &[by_phase],
         &interleaved,
         &[ints("perm", &[0, 2, 3, 1])],
     );
     wire::put_len(out, GRAPH_NODE, &transpose);
-    let back = node_with("Reshape", &[interleaved, shape_out], plan.output, &[]);
+    let back = node("Reshape", &[interleaved, shape_out], plan.output, &[]);
     wire::put_len(out, GRAPH_NODE, &back);
     Ok(())
 }
@@ -265,70 +260,14 @@ fn floats(tensor: &[u8]) -> Result<Vec<f32>, String> {
         .collect())
 }
 
-fn float_tensor(name: &str, dims: &[u64], values: &[f32]) -> Vec<u8> {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    tensor(name, dims, FLOAT, &bytes)
-}
-
-pub(super) fn int64_tensor(name: &str, values: &[i64]) -> Vec<u8> {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    tensor(name, &[values.len() as u64], INT64, &bytes)
-}
-
-fn tensor(name: &str, dims: &[u64], data_type: u64, raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + name.len() + 32);
-    for &dim in dims {
-        wire::put_uint(&mut out, planar::TENSOR_DIMS, dim);
-    }
-    wire::put_uint(&mut out, TENSOR_DATA_TYPE, data_type);
-    wire::put_len(&mut out, TENSOR_NAME, name.as_bytes());
-    wire::put_len(&mut out, TENSOR_RAW_DATA, raw);
-    out
-}
-
-/// `op_type(inputs) → output` with `attributes`, named after its output.
-fn node_with(op_type: &str, inputs: &[String], output: &str, attributes: &[Vec<u8>]) -> Vec<u8> {
-    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let mut node = planar::small_node(op_type, &inputs, output);
-    for attribute in attributes {
-        wire::put_len(&mut node, NODE_ATTRIBUTE, attribute);
-    }
-    node
-}
-
-pub(super) fn ints(name: &str, values: &[i64]) -> Vec<u8> {
-    let mut out = Vec::new();
-    wire::put_len(&mut out, ATTRIBUTE_NAME, name.as_bytes());
-    for &value in values {
-        wire::put_uint(&mut out, ATTRIBUTE_INTS, value as u64);
-    }
-    wire::put_uint(&mut out, ATTRIBUTE_TYPE, ATTRIBUTE_TYPE_INTS);
-    out
-}
-
-fn int(name: &str, value: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    wire::put_len(&mut out, ATTRIBUTE_NAME, name.as_bytes());
-    wire::put_uint(&mut out, ATTRIBUTE_I, value as u64);
-    wire::put_uint(&mut out, ATTRIBUTE_TYPE, ATTRIBUTE_TYPE_INT);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::piper::split::{
-        GRAPH_INPUT, GRAPH_OUTPUT, MODEL_GRAPH, MODEL_OPSET_IMPORT, VALUE_INFO_NAME,
-    };
+    use crate::engine::piper::onnx::build::{self, value_info};
+    use crate::engine::piper::onnx::{GRAPH_INPUT, GRAPH_OUTPUT};
 
     const C_IN: usize = 2;
     const C_OUT: usize = 3;
-
-    fn value_info(name: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        wire::put_len(&mut out, VALUE_INFO_NAME, name.as_bytes());
-        out
-    }
 
     /// x → ConvTranspose(kernel, stride, pad) → y, with made-up weights and bias.
     fn model(kernel: usize, stride: usize, pad: usize) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
@@ -337,9 +276,9 @@ mod tests {
             .collect();
         let bias = vec![0.5, -1.0, 2.0];
         let mut graph = Vec::new();
-        let upsample = node_with(
+        let upsample = node(
             "ConvTranspose",
-            &["x".into(), "u".into(), "ub".into()],
+            &["x", "u", "ub"],
             "y",
             &[
                 ints("kernel_shape", &[1, kernel as i64]),
@@ -357,13 +296,7 @@ mod tests {
         );
         wire::put_len(&mut graph, GRAPH_INPUT, &value_info("x"));
         wire::put_len(&mut graph, GRAPH_OUTPUT, &value_info("y"));
-        let mut opset = Vec::new();
-        wire::put_uint(&mut opset, 2, 17);
-        let mut model = Vec::new();
-        wire::put_uint(&mut model, 1, 8);
-        wire::put_len(&mut model, MODEL_GRAPH, &graph);
-        wire::put_len(&mut model, MODEL_OPSET_IMPORT, &opset);
-        (model, weight, bias)
+        (build::model(&graph, 17), weight, bias)
     }
 
     /// `ConvTranspose` by its definition: `x` is `[C_IN][t]`, the result `[C_OUT][t·stride]`.

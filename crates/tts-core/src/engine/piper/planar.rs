@@ -22,11 +22,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::split::{
-    GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, GRAPH_VALUE_INFO, MODEL_GRAPH,
-    MODEL_OPSET_IMPORT, NODE_ATTRIBUTE, NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_OUTPUT, Named, TENSOR_NAME,
-    VALUE_INFO_NAME, named, single,
+use super::onnx::{
+    self, ATTRIBUTE_INTS, ATTRIBUTE_NAME, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT,
+    GRAPH_VALUE_INFO, INT64, MODEL_GRAPH, MODEL_OPSET_IMPORT, NODE_ATTRIBUTE, NODE_INPUT, NODE_OP_TYPE,
+    NODE_OUTPUT, OPSET_DOMAIN, OPSET_VERSION, TENSOR_DATA_TYPE, TENSOR_DIMS, TENSOR_INT64_DATA, TENSOR_NAME,
+    VALUE_INFO_NAME,
 };
+use super::split::{Named, named, single};
 use super::wire::{self, Field};
 
 /// Operators whose meaning does not depend on the rank of their inputs.
@@ -34,14 +36,6 @@ const ELEMENTWISE: [&str; 8] = ["Add", "Sub", "Mul", "Div", "LeakyRelu", "Relu",
 const CONVOLUTIONS: [&str; 2] = ["Conv", "ConvTranspose"];
 /// The initializer holding `[2]`, the axes of the added `Unsqueeze` and `Squeeze` nodes.
 const AXES: &str = "/planar/axes";
-pub(super) const TENSOR_DIMS: u32 = 1;
-pub(super) const TENSOR_DATA_TYPE: u32 = 2;
-const TENSOR_INT64_DATA: u32 = 7;
-pub(super) const ATTRIBUTE_NAME: u32 = 1;
-pub(super) const ATTRIBUTE_INTS: u32 = 8;
-const OPSET_DOMAIN: u32 = 1;
-const OPSET_VERSION: u32 = 2;
-pub(super) const INT64: u64 = 7;
 
 pub(super) struct Node<'a> {
     pub(super) fields: Vec<Field<'a>>,
@@ -128,7 +122,7 @@ pub(super) fn rewrite(decoder: &[u8]) -> Result<Vec<u8>, String> {
     let squeezed = |name: &str| format!("{name}/squeezed");
     let mut out = Vec::new();
     for input in &inputs {
-        let node = small_node("Unsqueeze", &[input, AXES], &unsqueezed(input));
+        let node = onnx::node("Unsqueeze", &[input, AXES], &unsqueezed(input), &[]);
         wire::put_len(&mut out, GRAPH_NODE, &node);
     }
     let is_input: HashSet<&str> = inputs.iter().copied().collect();
@@ -150,7 +144,7 @@ pub(super) fn rewrite(decoder: &[u8]) -> Result<Vec<u8>, String> {
                 .filter(|n| planar.contains(*n) && !is_input.contains(*n))
             {
                 if squeezes_done.insert(input) {
-                    let squeeze = small_node("Squeeze", &[input, AXES], &squeezed(input));
+                    let squeeze = onnx::node("Squeeze", &[input, AXES], &squeezed(input), &[]);
                     wire::put_len(&mut out, GRAPH_NODE, &squeeze);
                 }
             }
@@ -240,7 +234,7 @@ pub(super) fn wrap_convs(model: &[u8]) -> Result<Vec<u8>, String> {
         }
         let output = node.outputs[0];
         let (input, result) = (format!("{output}/planar_in"), format!("{output}/planar"));
-        let unsqueeze = small_node("Unsqueeze", &[node.inputs[0], AXES], &input);
+        let unsqueeze = onnx::node("Unsqueeze", &[node.inputs[0], AXES], &input, &[]);
         wire::put_len(&mut out, GRAPH_NODE, &unsqueeze);
         let mut first_input = true;
         for field in &node.fields {
@@ -255,7 +249,7 @@ pub(super) fn wrap_convs(model: &[u8]) -> Result<Vec<u8>, String> {
             }
         }
         wire::put_len(&mut out, GRAPH_NODE, &rebuilt);
-        let squeeze = small_node("Squeeze", &[&result, AXES], output);
+        let squeeze = onnx::node("Squeeze", &[&result, AXES], output, &[]);
         wire::put_len(&mut out, GRAPH_NODE, &squeeze);
     }
     for field in graph.iter().filter(|f| f.number != GRAPH_NODE) {
@@ -371,18 +365,6 @@ fn node(bytes: &[u8]) -> Result<Node<'_>, String> {
     Ok(node)
 }
 
-/// A node with no attributes: `op_type(inputs) → output`, named after its output.
-pub(super) fn small_node(op_type: &str, inputs: &[&str], output: &str) -> Vec<u8> {
-    let mut node = Vec::new();
-    for input in inputs {
-        wire::put_len(&mut node, NODE_INPUT, input.as_bytes());
-    }
-    wire::put_len(&mut node, NODE_OUTPUT, output.as_bytes());
-    wire::put_len(&mut node, NODE_NAME, output.as_bytes());
-    wire::put_len(&mut node, NODE_OP_TYPE, op_type.as_bytes());
-    node
-}
-
 /// The dims of a TensorProto.
 pub(super) fn dims(tensor: &[u8]) -> Result<Vec<u64>, String> {
     let mut dims = Vec::new();
@@ -449,39 +431,8 @@ fn axes_tensor() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tensor(name: &str, dims: &[u64]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for &dim in dims {
-            wire::put_uint(&mut out, TENSOR_DIMS, dim);
-        }
-        wire::put_uint(&mut out, TENSOR_DATA_TYPE, 1);
-        wire::put_len(&mut out, TENSOR_NAME, name.as_bytes());
-        out
-    }
-
-    fn ints(name: &str, values: &[u64]) -> Vec<u8> {
-        let mut out = Vec::new();
-        wire::put_len(&mut out, ATTRIBUTE_NAME, name.as_bytes());
-        for &v in values {
-            wire::put_uint(&mut out, ATTRIBUTE_INTS, v);
-        }
-        out
-    }
-
-    fn node(op: &str, inputs: &[&str], output: &str, attributes: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = small_node(op, inputs, output);
-        for attribute in attributes {
-            wire::put_len(&mut out, NODE_ATTRIBUTE, attribute);
-        }
-        out
-    }
-
-    fn value_info(name: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        wire::put_len(&mut out, VALUE_INFO_NAME, name.as_bytes());
-        out
-    }
+    use crate::engine::piper::onnx::build::{self, declared, value_info};
+    use crate::engine::piper::onnx::{ints, node};
 
     /// A model of `graph`'s nodes and initializers, with input `input`, output `y`, a recorded shape
     /// for `c`, and the default-domain `opset`.
@@ -489,13 +440,7 @@ mod tests {
         wire::put_len(&mut graph, GRAPH_INPUT, &value_info(input));
         wire::put_len(&mut graph, GRAPH_OUTPUT, &value_info("y"));
         wire::put_len(&mut graph, GRAPH_VALUE_INFO, &value_info("c"));
-        let mut opset_import = Vec::new();
-        wire::put_uint(&mut opset_import, OPSET_VERSION, opset);
-        let mut model = Vec::new();
-        wire::put_uint(&mut model, 1, 8);
-        wire::put_len(&mut model, MODEL_GRAPH, &graph);
-        wire::put_len(&mut model, MODEL_OPSET_IMPORT, &opset_import);
-        model
+        build::model(&graph, opset)
     }
 
     /// z → Conv(w, b) → c → LeakyRelu → l → Add(scale) → a → ConvTranspose(u) → t → Unsqueeze → y.
@@ -529,11 +474,11 @@ mod tests {
             wire::put_len(&mut graph, GRAPH_NODE, &n);
         }
         for t in [
-            tensor("w", &[2, 4, 3]),
-            tensor("b", &[2]),
-            tensor("scale", scale_dims),
-            tensor("u", &[2, 1, 4]),
-            tensor("one", &[1]),
+            declared("w", &[2, 4, 3]),
+            declared("b", &[2]),
+            declared("scale", scale_dims),
+            declared("u", &[2, 1, 4]),
+            declared("one", &[1]),
         ] {
             wire::put_len(&mut graph, GRAPH_INITIALIZER, &t);
         }
@@ -688,10 +633,10 @@ mod tests {
             wire::put_len(&mut graph, GRAPH_NODE, &n);
         }
         for t in [
-            tensor("w", &[2, 4, 3]),
-            tensor("b", &[2]),
-            tensor("s", &[2, 2, 3]),
-            tensor("m", &[5, 5]),
+            declared("w", &[2, 4, 3]),
+            declared("b", &[2]),
+            declared("s", &[2, 2, 3]),
+            declared("m", &[5, 5]),
         ] {
             wire::put_len(&mut graph, GRAPH_INITIALIZER, &t);
         }

@@ -32,8 +32,11 @@ use ort::value::{DynValue, PrimitiveTensorElementType, Tensor};
 
 use super::blocked;
 use super::engine::{SessionOptions, builder};
-use super::planar::{INT64, TENSOR_DATA_TYPE, TENSOR_DIMS};
-use super::split::{GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_NAME, single};
+use super::onnx::{
+    ENTRY_KEY, ENTRY_VALUE, EXTERNAL, FLOAT, GRAPH_INITIALIZER, INT32, INT64, MODEL_GRAPH,
+    TENSOR_DATA_LOCATION, TENSOR_DATA_TYPE, TENSOR_DIMS, TENSOR_EXTERNAL_DATA, TENSOR_NAME,
+};
+use super::split::single;
 use super::wire::{self, Field};
 
 /// The optimised graph's file name in a scratch directory.
@@ -43,16 +46,6 @@ const WEIGHTS_FILE: &str = "weights.bin";
 /// Initializers at least this large go to [`WEIGHTS_FILE`]; smaller ones (shapes, axes, pads, which
 /// shape inference reads, and the smallest biases) stay in the graph.
 const EXTERNAL_MIN_BYTES: usize = 4096;
-
-const TENSOR_EXTERNAL_DATA: u32 = 13;
-const TENSOR_DATA_LOCATION: u32 = 14;
-const ENTRY_KEY: u32 = 1;
-const ENTRY_VALUE: u32 = 2;
-/// `TensorProto.DataLocation.EXTERNAL`.
-const EXTERNAL: u64 = 1;
-/// `TensorProto.DataType`.
-const FLOAT: u64 = 1;
-const INT32: u64 = 6;
 
 /// A part of a voice as ONNX Runtime optimises it on this machine, with its large initializers held
 /// once for every session built from it.

@@ -11,6 +11,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::onnx::{
+    ATTRIBUTE_GRAPH, ATTRIBUTE_GRAPHS, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT,
+    GRAPH_VALUE_INFO, MODEL_GRAPH, NODE_ATTRIBUTE, NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_OUTPUT,
+    TENSOR_NAME, VALUE_INFO_NAME,
+};
 use super::wire::{self, Field};
 
 /// The two halves of a model, ready for `commit_from_memory`.
@@ -24,24 +29,6 @@ pub(super) struct SplitModel {
     /// The other tensors the decoder reads from the first part, passed whole to every window.
     pub(super) extra: Vec<String>,
 }
-
-// ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto field numbers (onnx.proto3).
-pub(super) const MODEL_GRAPH: u32 = 7;
-pub(super) const MODEL_OPSET_IMPORT: u32 = 8;
-pub(super) const GRAPH_NODE: u32 = 1;
-pub(super) const GRAPH_INITIALIZER: u32 = 5;
-pub(super) const GRAPH_INPUT: u32 = 11;
-pub(super) const GRAPH_OUTPUT: u32 = 12;
-pub(super) const GRAPH_VALUE_INFO: u32 = 13;
-pub(super) const NODE_INPUT: u32 = 1;
-pub(super) const NODE_OUTPUT: u32 = 2;
-pub(super) const NODE_NAME: u32 = 3;
-pub(super) const NODE_OP_TYPE: u32 = 4;
-pub(super) const NODE_ATTRIBUTE: u32 = 5;
-const ATTRIBUTE_GRAPH: u32 = 6;
-const ATTRIBUTE_GRAPHS: u32 = 11;
-pub(super) const TENSOR_NAME: u32 = 8;
-pub(super) const VALUE_INFO_NAME: u32 = 1;
 
 struct Node<'a> {
     raw: &'a [u8],
