@@ -18,6 +18,7 @@
 #      CAPACITY_BARGE_IN=N sets `ttsd bench --barge-in-every` for these levels (default 4, as `ttsd bench`:
 #      every fourth utterance STOPped after 10 frames; 0: continuous speech, like the library's RTF, and
 #      the files are then named vs-piper-capacity-continuous-*).
+#      LEVELS=0 skips 2 and 3 (and the ratios that need them): the library's timings, then capacity only.
 # Usage: scripts/bench-vs-piper.sh [seconds-per-level] [library-reps]
 # Output: bench-results/vs-piper.txt (this log), vs-piper-*.json; OUT=DIR writes them into DIR instead.
 set -euo pipefail
@@ -59,6 +60,7 @@ rss_mb() { curl -s "$ADMIN/metrics" | awk '/^process_resident_memory_bytes /{pri
 bench() { "$BIN" bench --url "$URL" --duration-seconds "$SECS" "$@"; }
 bench1() { "$BIN" bench --url "$URL" --duration-seconds "$((3 * SECS))" --sessions 1 "$@"; }
 
+if [ "${LEVELS:-1}" != 0 ]; then
 echo "== 2. ttsd (all levers), 1 / 4 / 16 sessions, then 16 again"
 serve all "$BIN"
 echo "RSS after warm-up: $(rss_mb) MB"
@@ -85,6 +87,7 @@ if [ -n "${BASELINE_BIN:-}" ] && [ -x "$BASELINE_BIN" ]; then
   bench1 --json "$OUT/vs-piper-baseline.json"
   stop_all
 fi
+fi # LEVELS
 
 # memory NAME [ENV...]: RSS after warm-up and after two 16-session runs, with one setting changed.
 memory() {
@@ -97,7 +100,7 @@ memory() {
   echo "memory, $name ($*): RSS $warm MB after warm-up, $one MB after one 16-session run, $(rss_mb) MB after two"
   stop_all
 }
-if [ "${MEMORY_LEVERS:-1}" != 0 ]; then
+if [ "${MEMORY_LEVERS:-1}" != 0 ] && [ "${LEVELS:-1}" != 0 ]; then
   echo "== 4. one memory lever at a time, RSS around two 16-session runs"
   memory cpu-arena-on TTSD_ENGINE__ONNX_CPU_ARENA=true
   memory prepacked-not-shared TTSD_ENGINE__ONNX_SHARE_PREPACKED_WEIGHTS=false
@@ -143,6 +146,7 @@ PY
   done
 fi
 
+[ "${LEVELS:-1}" = 0 ] && exit 0
 echo "== ratios (same window)"
 "$VENV/bin/python" - "$OUT" "$(nproc)" "$TMP/rss1" "$TMP/rss2" <<'PY'
 import json, os, re, sys
