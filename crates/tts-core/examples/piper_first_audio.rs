@@ -52,6 +52,12 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values[rank]
 }
 
+/// `p50 / p95` of `values`, to `decimals` places.
+fn spread(values: &mut [f64], decimals: usize) -> String {
+    let (p50, p95) = (percentile(values, 0.5), percentile(values, 0.95));
+    format!("{p50:5.decimals$} / {p95:5.decimals$}")
+}
+
 /// One instance's figures, per sentence: (first part ms, first PCM ms, page faults).
 #[derive(Default)]
 struct Figures(Vec<[Vec<f64>; 3]>);
@@ -70,25 +76,18 @@ impl Figures {
         println!("{name}");
         let mut all = [Vec::new(), Vec::new(), Vec::new()];
         for (text, figures) in firsts.iter().zip(&mut self.0) {
-            println!(
-                "  {text:<36} first part {:5.1} / {:5.1}   first pcm {:5.1} / {:5.1}",
-                percentile(&mut figures[0], 0.5),
-                percentile(&mut figures[0], 0.95),
-                percentile(&mut figures[1], 0.5),
-                percentile(&mut figures[1], 0.95),
-            );
+            let (part, pcm) = (spread(&mut figures[0], 1), spread(&mut figures[1], 1));
+            println!("  {text:<36} first part {part}   first pcm {pcm}");
             for (kind, values) in figures.iter().enumerate() {
                 all[kind].extend(values);
             }
         }
+        let [part, pcm, faults] = &mut all;
         println!(
-            "  all first chunks: first part {:.1} / {:.1}, first pcm {:.1} / {:.1}, page faults {:.0} / {:.0}",
-            percentile(&mut all[0], 0.5),
-            percentile(&mut all[0], 0.95),
-            percentile(&mut all[1], 0.5),
-            percentile(&mut all[1], 0.95),
-            percentile(&mut all[2], 0.5),
-            percentile(&mut all[2], 0.95),
+            "  all first chunks: first part {}, first pcm {}, page faults {}",
+            spread(part, 1),
+            spread(pcm, 1),
+            spread(faults, 0),
         );
     }
 }
